@@ -1,0 +1,131 @@
+"""Generate the synthetic benchmark into a git-ignored cache (deterministic by seed).
+
+    python training/data/build_synthetic.py [--out data_cache/synthetic] [--seed 0]
+
+Reference photographs shipped in installed packages (synthetic/photos.py) x 15 distortion types
+x 5 levels (synthetic/distortions.py), labelled 0..100 by an ensemble of full-reference metrics
+(synthetic/labels.py). SYNTHETIC: the labels are derived from full-reference metrics, not human
+opinions. Whole photographs are held out for the test split, so no test content (not even
+another view of it) is seen in training.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from training.data.registry import SYNTHETIC_ROOT
+from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
+from training.data.synthetic.labels import METRIC_MAPS, full_reference_metrics, metrics_to_label
+from training.data.synthetic.photos import PHOTOS, load_photo
+
+# Second "zoomed" view of photos large enough for it: more content variety from the same photos.
+ZOOM = 1.5
+
+
+def square_views(img: np.ndarray, size: int) -> list[tuple[str, np.ndarray]]:
+    """Centre crops of `size` pixels after resizing the short side to size (and to ZOOM*size
+    when the photo has enough pixels for that without upsampling)."""
+    views = []
+    h, w = img.shape[:2]
+    for view, short in (("full", size), ("zoom", round(ZOOM * size))):
+        if view == "zoom" and min(h, w) < short:
+            continue
+        scale = short / min(h, w)
+        rw, rh = max(size, round(w * scale)), max(size, round(h * scale))
+        resized = np.asarray(Image.fromarray(img).resize((rw, rh), Image.LANCZOS))
+        top, left = (rh - size) // 2, (rw - size) // 2
+        views.append((view, np.ascontiguousarray(resized[top:top + size, left:left + size])))
+    return views
+
+
+def split_photos(seed: int, test_fraction: float) -> set[str]:
+    names = sorted(p.name for p in PHOTOS)
+    n_test = max(1, round(test_fraction * len(names)))
+    order = np.random.default_rng(seed).permutation(len(names))
+    return {names[i] for i in order[:n_test]}
+
+
+def build(out: Path, size: int, seed: int, test_fraction: float) -> dict:
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "images").mkdir(parents=True)
+    test_photos = split_photos(seed, test_fraction)
+    rows = {"train": [], "test": []}
+    dist_names = sorted(DISTORTIONS)
+    jobs = [(pi, photo) for pi, photo in enumerate(PHOTOS)]
+    bar = tqdm(total=len(jobs), desc="photos", unit="photo")
+    for pi, photo in jobs:
+        split = "test" if photo.name in test_photos else "train"
+        for vi, (view, ref) in enumerate(square_views(load_photo(photo), size)):
+            stem = f"{photo.name}_{view}"
+            Image.fromarray(ref).save(tmp / "images" / f"{stem}_ref.png")
+            rows[split].append({"image": f"images/{stem}_ref.png", "mos": 100.0, "ref_id": photo.name,
+                                "distortion": "none", "level": 0, **{m: "" for m in METRIC_MAPS}})
+            distorted, meta = [], []
+            for di, name in enumerate(dist_names):
+                for level in range(1, N_LEVELS + 1):
+                    rng = np.random.default_rng([seed, pi, vi, di, level])
+                    distorted.append(apply(name, ref, level, rng))
+                    meta.append((name, level))
+            metrics = full_reference_metrics(distorted, ref)
+            labels = metrics_to_label(metrics)
+            for k, (img, (name, level)) in enumerate(zip(distorted, meta)):
+                fname = f"images/{stem}_{name}_{level}.png"
+                Image.fromarray(img).save(tmp / fname)
+                rows[split].append({"image": fname, "mos": round(float(labels[k]), 4), "ref_id": photo.name,
+                                    "distortion": name, "level": level,
+                                    **{m: round(float(metrics[m][k]), 6) for m in METRIC_MAPS}})
+        bar.update(1)
+    bar.close()
+    columns = ["image", "mos", "mos_std", "ref_id", "distortion", "level", *METRIC_MAPS]
+    for split, split_rows in rows.items():
+        with open(tmp / f"{split}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, columns, extrasaction="ignore", restval="")
+            w.writeheader()
+            w.writerows(split_rows)
+    with open(tmp / "SOURCES.md", "w") as f:
+        f.write("# Synthetic benchmark: reference photographs\n\nSYNTHETIC: labels are derived from "
+                "full-reference metrics (piq: MS-SSIM, VIF, FSIM, GMSD), not human opinions.\n\n"
+                "| photo | split | source | licence |\n|---|---|---|---|\n")
+        for p in PHOTOS:
+            f.write(f"| {p.name} | {'test' if p.name in test_photos else 'train'} | {p.source} | {p.licence} |\n")
+    info = {"seed": seed, "size": size, "test_fraction": test_fraction, "test_photos": sorted(test_photos),
+            "distortions": dist_names, "levels": N_LEVELS, "counts": {k: len(v) for k, v in rows.items()},
+            "label": "mean of affine-mapped FR metrics x 100", "metric_maps": METRIC_MAPS,
+            "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+    # Swap in the finished set only now: an interrupted build never leaves a half-written cache.
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return info
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--out", type=Path, default=SYNTHETIC_ROOT, help="output folder (replaced when done)")
+    ap.add_argument("--size", type=int, default=288, help="side of the square images in pixels")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noise draws and the train/test photo split")
+    ap.add_argument("--test-fraction", type=float, default=0.2, help="share of photographs held out")
+    args = ap.parse_args(argv)
+    if args.size < 224:
+        ap.error("--size must be at least 224 (the student's crop size)")
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    info = build(args.out, args.size, args.seed, args.test_fraction)
+    print(json.dumps({"out": str(args.out), **{k: info[k] for k in ("counts", "test_photos")}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
