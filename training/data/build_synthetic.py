@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
+import os
 import shutil
 import sys
 import time
@@ -55,53 +57,66 @@ def split_photos(seed: int, test_fraction: float) -> set[str]:
     return {names[i] for i in order[:n_test]}
 
 
-def build(out: Path, size: int, seed: int, test_fraction: float) -> dict:
+def build_photo(pi: int, size: int, seed: int, split: str, image_dir: Path) -> list[dict]:
+    """All views of photo `pi`: its pristine copy and every distortion level, labelled. Depends
+    only on (photo, size, seed), so workers and partial builds give identical files."""
+    torch.set_num_threads(1)
+    photo = PHOTOS[pi]
+    dist_names = sorted(DISTORTIONS)
+    rows = []
+    for vi, (view, ref) in enumerate(square_views(load_photo(photo), size)):
+        stem = f"{photo.name}_{view}"
+        Image.fromarray(ref).save(image_dir / f"{stem}_ref.png")
+        rows.append({"image": f"images/{stem}_ref.png", "mos": 100.0, "ref_id": photo.name, "split": split,
+                     "distortion": "none", "level": 0})
+        distorted, meta = [], []
+        for di, name in enumerate(dist_names):
+            for level in range(1, N_LEVELS + 1):
+                rng = np.random.default_rng([seed, pi, vi, di, level])
+                distorted.append(apply(name, ref, level, rng))
+                meta.append((name, level))
+        metrics = full_reference_metrics(distorted, ref)
+        labels = metrics_to_label(metrics)
+        for k, (img, (name, level)) in enumerate(zip(distorted, meta)):
+            fname = f"images/{stem}_{name}_{level}.png"
+            Image.fromarray(img).save(image_dir.parent / fname)
+            rows.append({"image": fname, "mos": round(float(labels[k]), 4), "ref_id": photo.name, "split": split,
+                         "distortion": name, "level": level, **{m: round(float(metrics[m][k]), 6) for m in METRIC_MAPS}})
+    return rows
+
+
+def build(out: Path, size: int, seed: int, test_fraction: float, only_split: str | None = None,
+          workers: int = 2) -> dict:
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True)
     test_photos = split_photos(seed, test_fraction)
+    splits = {pi: ("test" if p.name in test_photos else "train") for pi, p in enumerate(PHOTOS)}
+    todo = [pi for pi in splits if only_split in (None, splits[pi])]
+    args = [(pi, size, seed, splits[pi], tmp / "images") for pi in todo]
+    with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
+        results = list(tqdm(pool.imap(_build_photo_star, args), total=len(args), desc="photos", unit="photo"))
     rows = {"train": [], "test": []}
-    dist_names = sorted(DISTORTIONS)
-    jobs = [(pi, photo) for pi, photo in enumerate(PHOTOS)]
-    bar = tqdm(total=len(jobs), desc="photos", unit="photo")
-    for pi, photo in jobs:
-        split = "test" if photo.name in test_photos else "train"
-        for vi, (view, ref) in enumerate(square_views(load_photo(photo), size)):
-            stem = f"{photo.name}_{view}"
-            Image.fromarray(ref).save(tmp / "images" / f"{stem}_ref.png")
-            rows[split].append({"image": f"images/{stem}_ref.png", "mos": 100.0, "ref_id": photo.name,
-                                "distortion": "none", "level": 0, **{m: "" for m in METRIC_MAPS}})
-            distorted, meta = [], []
-            for di, name in enumerate(dist_names):
-                for level in range(1, N_LEVELS + 1):
-                    rng = np.random.default_rng([seed, pi, vi, di, level])
-                    distorted.append(apply(name, ref, level, rng))
-                    meta.append((name, level))
-            metrics = full_reference_metrics(distorted, ref)
-            labels = metrics_to_label(metrics)
-            for k, (img, (name, level)) in enumerate(zip(distorted, meta)):
-                fname = f"images/{stem}_{name}_{level}.png"
-                Image.fromarray(img).save(tmp / fname)
-                rows[split].append({"image": fname, "mos": round(float(labels[k]), 4), "ref_id": photo.name,
-                                    "distortion": name, "level": level,
-                                    **{m: round(float(metrics[m][k]), 6) for m in METRIC_MAPS}})
-        bar.update(1)
-    bar.close()
+    for photo_rows in results:
+        for r in photo_rows:
+            rows[r["split"]].append(r)
     columns = ["image", "mos", "mos_std", "ref_id", "distortion", "level", *METRIC_MAPS]
     for split, split_rows in rows.items():
-        with open(tmp / f"{split}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, columns, extrasaction="ignore", restval="")
-            w.writeheader()
-            w.writerows(split_rows)
+        if only_split in (None, split):
+            with open(tmp / f"{split}.csv", "w", newline="") as f:
+                w = csv.DictWriter(f, columns, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(split_rows)
     with open(tmp / "SOURCES.md", "w") as f:
         f.write("# Synthetic benchmark: reference photographs\n\nSYNTHETIC: labels are derived from "
                 "full-reference metrics (piq: MS-SSIM, VIF, FSIM, GMSD), not human opinions.\n\n"
                 "| photo | split | source | licence |\n|---|---|---|---|\n")
-        for p in PHOTOS:
-            f.write(f"| {p.name} | {'test' if p.name in test_photos else 'train'} | {p.source} | {p.licence} |\n")
+        for pi, p in enumerate(PHOTOS):
+            f.write(f"| {p.name} | {splits[pi]} | {p.source} | {p.licence} |\n")
     info = {"seed": seed, "size": size, "test_fraction": test_fraction, "test_photos": sorted(test_photos),
-            "distortions": dist_names, "levels": N_LEVELS, "counts": {k: len(v) for k, v in rows.items()},
+            "only_split": only_split, "distortions": sorted(DISTORTIONS), "levels": N_LEVELS,
+            "counts": {k: len(v) for k, v in rows.items()},
             "label": "mean of affine-mapped FR metrics x 100", "metric_maps": METRIC_MAPS,
             "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
@@ -112,17 +127,23 @@ def build(out: Path, size: int, seed: int, test_fraction: float) -> dict:
     return info
 
 
+def _build_photo_star(a):
+    return build_photo(*a)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", type=Path, default=SYNTHETIC_ROOT, help="output folder (replaced when done)")
     ap.add_argument("--size", type=int, default=288, help="side of the square images in pixels")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise draws and the train/test photo split")
     ap.add_argument("--test-fraction", type=float, default=0.2, help="share of photographs held out")
+    ap.add_argument("--only-split", choices=("train", "test"),
+                    help="generate one split only (its files are identical to a full build's)")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes, one photo each")
     args = ap.parse_args(argv)
     if args.size < 224:
         ap.error("--size must be at least 224 (the student's crop size)")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    info = build(args.out, args.size, args.seed, args.test_fraction)
+    info = build(args.out, args.size, args.seed, args.test_fraction, args.only_split, args.workers)
     print(json.dumps({"out": str(args.out), **{k: info[k] for k in ("counts", "test_photos")}}))
     return 0
 

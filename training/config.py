@@ -1,0 +1,44 @@
+"""Experiment configs: one YAML per experiment, merged over these defaults and validated."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = {
+    "seed": 0,
+    "student": {"name": "qfm_lite0"},  # plus any StudentConfig field as an override
+    "init_from": None,  # a checkpoint dir to fine-tune from (e.g. the synthetic pretraining run)
+    "data": {
+        # each: {dataset: NAME_OR_CSV, split: train|test|all (synthetic only), root: ..., samples_per_epoch: N}
+        "train": [{"dataset": "synthetic", "split": "train"}],
+        "val": {"dataset": "synthetic", "split": "test"},
+        "eval_grid": 3,  # n x n evaluation crops per image
+    },
+    "train": {"epochs": 10, "batch_size": 32, "lr": 3e-4, "backbone_lr_scale": 0.3, "weight_decay": 0.01,
+              "warmup_steps": 30, "eval_every": 1, "threads": 0},
+    "qfm": {"enabled": True, "memory_size": 1024, "tau": 3.0, "alpha": 1.0, "metric": "cosine",
+            "min_memory": 64},
+    "loss": {"regression": "smooth_l1", "w_clean": 1.0, "w_perturbed": 0.5, "w_consistency": 0.5, "w_plcc": 0.3},
+}
+
+
+def _merge(base: dict, over: dict, path: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if k not in base:
+            raise KeyError(f"unknown config key {path}{k!r}; known: {sorted(base)}")
+        out[k] = _merge(base[k], v, f"{path}{k}.") if isinstance(base[k], dict) and isinstance(v, dict) \
+            and k != "student" else v
+    return out
+
+
+def load_config(path: str | Path) -> dict:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    cfg = _merge(DEFAULTS, raw)
+    if isinstance(raw.get("student"), dict):
+        cfg["student"] = raw["student"]
+    if "name" not in cfg["student"]:
+        raise KeyError("config student section needs a `name` (see training/models/registry.py)")
+    return cfg

@@ -1,0 +1,43 @@
+"""IQA correlation metrics via scipy: SRCC (the key metric), PLCC raw and after the usual
+4-parameter logistic fit (VQEG), KRCC, RMSE."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import optimize, stats
+
+
+def logistic4(x, b1, b2, b3, b4):
+    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / np.abs(b4))) + b2
+
+
+def fit_logistic4(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Map predictions onto the target scale with the monotone 4-parameter logistic."""
+    p0 = [target.max(), target.min(), float(np.mean(pred)), float(np.std(pred)) or 1.0]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params, _ = optimize.curve_fit(logistic4, pred, target, p0=p0, maxfev=20000)
+        return logistic4(pred, *params)
+    except (RuntimeError, ValueError):  # no convergence: fall back to the identity map
+        return pred
+
+
+def iqa_metrics(pred, target) -> dict:
+    """All metrics of predictions against targets on the same (0..100) scale."""
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if pred.shape != target.shape or pred.ndim != 1:
+        raise ValueError(f"pred and target must be equal-length vectors, got {pred.shape} and {target.shape}")
+    if len(pred) < 3:
+        raise ValueError("need at least 3 items for correlation metrics")
+    fitted = fit_logistic4(pred, target)
+    return {
+        "srcc": float(stats.spearmanr(pred, target)[0]),
+        "plcc": float(stats.pearsonr(pred, target)[0]),
+        "plcc_logistic": float(stats.pearsonr(fitted, target)[0]),
+        "krcc": float(stats.kendalltau(pred, target)[0]),
+        "rmse": float(np.sqrt(np.mean((pred - target) ** 2))),
+        "rmse_logistic": float(np.sqrt(np.mean((fitted - target) ** 2))),
+        "n": int(len(pred)),
+    }

@@ -1,0 +1,191 @@
+"""The training loop: QFM student on a mixture of sources, evaluated each epoch, resumable.
+
+Run folder layout (pyiqa / timm style):
+    config.yaml, command.txt     what was run
+    checkpoint/                  model.safetensors + config.json after the latest epoch
+    state/                       optimizer + trainer progress, for resume
+    metrics.json, curve.png      history and final evaluation
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import ConcatDataset, DataLoader
+from tqdm import tqdm
+
+from training.checkpoint import load_student, load_training_state, save_student, save_training_state
+from training.data.meta import MetaInfo
+from training.datasets import ImageCache, MixtureSampler, RandomCropDataset
+from training.inference import predict_images
+from training.metrics import iqa_metrics
+from training.models.registry import student_config
+from training.models.student import QFMStudent
+from training.qfm.losses import consistency_loss, plcc_loss, regression_loss
+from training.qfm.matching import semantic_noise_match
+from training.qfm.memory import MemoryBank
+
+
+def build_student(cfg: dict) -> QFMStudent:
+    s = dict(cfg["student"])
+    name = s.pop("name")
+    if cfg.get("init_from"):
+        model = load_student(cfg["init_from"])
+        # Architecture comes from the checkpoint; only training-time switches may change.
+        allowed = {"frozen_stages", "dropout"}
+        if set(s) - allowed:
+            raise ValueError(f"with init_from, student overrides are limited to {sorted(allowed)}")
+        if s:
+            fresh = QFMStudent(replace(model.cfg, **s, pretrained="none"))
+            fresh.load_state_dict(model.state_dict())
+            model = fresh
+        return model
+    return QFMStudent(student_config(name, **s))
+
+
+def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: MemoryBank | None, cfg: dict) -> tuple[torch.Tensor, dict]:
+    """One training step's loss: clean regression, and with QFM on, the semantic-noise
+    perturbed prediction and its consistency with the clean one."""
+    lc, qc = cfg["loss"], cfg["qfm"]
+    tokens = model.backbone_tokens(x)
+    score, _ = model.decode(tokens)
+    loss = lc["w_clean"] * regression_loss(score, y, lc["regression"])
+    logs = {"reg": float(loss)}
+    if lc["w_plcc"] > 0:
+        lp = plcc_loss(score, y)
+        loss = loss + lc["w_plcc"] * lp
+        logs["plcc"] = float(lp)
+    if memory is not None:
+        semantic = tokens.mean(dim=1).detach()  # pre-gate features: what the gate must learn to filter
+        bank_f, bank_s = memory.contents()
+        if memory.size >= qc["min_memory"]:
+            idx, valid = semantic_noise_match(semantic, y, bank_f, bank_s, qc["tau"], qc["metric"])
+            if valid.any():
+                noise = bank_f[idx].to(tokens) * valid.to(tokens).unsqueeze(1)
+                p_score, _ = model.decode(tokens + qc["alpha"] * noise.unsqueeze(1))
+                lpert = regression_loss(p_score[valid], y[valid], lc["regression"])
+                lcons = consistency_loss(score[valid], p_score[valid])
+                loss = loss + lc["w_perturbed"] * lpert + lc["w_consistency"] * lcons
+                logs.update(pert=float(lpert), cons=float(lcons), matched=float(valid.float().mean()))
+        memory.push(semantic, y)
+    return loss, logs
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax[0].plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax[0].set_xlabel("epoch"), ax[0].set_ylabel("loss"), ax[0].grid(alpha=0.3), ax[0].legend()
+    ev = [h for h in history if "val" in h]
+    if ev:
+        for key in ("srcc", "plcc"):
+            ax[1].plot([h["epoch"] for h in ev], [h["val"][key] for h in ev], "o-", label=f"val {key.upper()}")
+        ax[1].set_ylim(min(0.0, *(h["val"]["srcc"] for h in ev)), 1.0)
+    ax[1].set_xlabel("epoch"), ax[1].grid(alpha=0.3), ax[1].legend()
+    fig.suptitle(path.parent.name)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int | None]], val_meta: MetaInfo | None,
+        resume: bool = True) -> dict:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg["train"]
+    if tc["threads"]:
+        torch.set_num_threads(tc["threads"])
+    torch.manual_seed(cfg["seed"])
+    model = build_student(cfg)
+    mc = model.cfg
+    caches = [ImageCache(m, f"decode {m.name} ({len(m)})") for m, _ in train_sources]
+    crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k) for k, c in enumerate(caches)]
+    sampler = MixtureSampler([len(c) for c in caches], [n for _, n in train_sources], cfg["seed"])
+    loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"], sampler=sampler, drop_last=True,
+                        num_workers=0)
+    val_cache = ImageCache(val_meta, f"decode val {val_meta.name} ({len(val_meta)})") if val_meta is not None else None
+
+    opt = torch.optim.AdamW(model.param_groups(tc["lr"], tc["backbone_lr_scale"], tc["weight_decay"]))
+    total_steps = tc["epochs"] * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc["warmup_steps"], total_steps))
+    memory = MemoryBank(cfg["qfm"]["memory_size"], mc.embed_dim) if cfg["qfm"]["enabled"] else None
+    model = model.to(memory_format=torch.channels_last)
+
+    state = {"epoch": 0, "history": []}
+    state_dir = out / "state"
+    if resume and (state_dir / "trainer.json").exists():
+        model.load_state_dict(load_student(out / "checkpoint").state_dict())
+        state = load_training_state(opt, state_dir)
+        sched.last_epoch = state["epoch"] * len(loader)
+        sched.step()  # re-derive the learning rate for the resumed step
+        if memory is not None and (state_dir / "memory.safetensors").exists():
+            mem = load_file(str(state_dir / "memory.safetensors"))
+            memory.push(mem["features"], mem["scores"])
+        print(f"resuming {out} after epoch {state['epoch']}/{tc['epochs']}")
+
+    for epoch in range(state["epoch"] + 1, tc["epochs"] + 1):
+        t0 = time.time()
+        torch.manual_seed(cfg["seed"] * 1000 + epoch)
+        sampler.set_epoch(epoch)
+        for d in crop_sets:
+            d.epoch = epoch
+        model.train()
+        losses = []
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tc['epochs']}", unit="batch", leave=False)
+        for x, y in bar:
+            loss, logs = qfm_step(model, x.to(memory_format=torch.channels_last), y, memory, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3f}" for k, v in logs.items()})
+        entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1),
+                 "lr": sched.get_last_lr()[-1]}
+        if val_cache is not None and (epoch % tc["eval_every"] == 0 or epoch == tc["epochs"]):
+            pred = predict_images(model, val_cache.images, grid=cfg["data"]["eval_grid"], desc="val")
+            entry["val"] = iqa_metrics(pred, val_cache.targets)
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        tqdm.write(json.dumps({k: (v if k != "val" else {m: round(v[m], 4) for m in ("srcc", "plcc")})
+                               for k, v in entry.items()}))
+        # Checkpoint the model first, then the state that says the epoch is done: a crash between
+        # the two only repeats an epoch, it never skips one.
+        save_student(model, out / "checkpoint", extra={"epoch": epoch, "seed": cfg["seed"]})
+        memory_tensors = None
+        if memory is not None:
+            f, s = memory.contents()
+            memory_tensors = {"features": f.contiguous(), "scores": s.contiguous()}
+        save_training_state(opt, state, state_dir, memory_tensors)
+        plot_curves(state["history"], out / "curve.png")
+
+    final = state["history"][-1] if state["history"] else {}
+    metrics = {"final_epoch": state["epoch"], "val": final.get("val"), "history": state["history"],
+               "val_dataset": None if val_meta is None else {"name": val_meta.name, "n": len(val_meta), **val_meta.extra}}
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out / "metrics.json")
+    return metrics

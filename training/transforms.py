@@ -1,0 +1,59 @@
+"""Image decoding, crop plans and normalisation. Pure NumPy/Pillow so the serving preprocessor
+(triton_repo) can apply exactly the same evaluation crops as training's evaluation."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """HxWx3 uint8 RGB with the EXIF orientation applied."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        return np.asarray(im.convert("RGB"))
+
+
+def ensure_min_side(img: np.ndarray, size: int) -> np.ndarray:
+    """Upscale (bicubic) images whose short side is below the crop size; others are untouched,
+    because the model judges quality at the native resolution."""
+    h, w = img.shape[:2]
+    if min(h, w) >= size:
+        return img
+    scale = size / min(h, w)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    return np.asarray(Image.fromarray(img).resize(new, Image.BICUBIC))
+
+
+def random_crop(img: np.ndarray, size: int, rng: np.random.Generator, hflip: bool = True) -> np.ndarray:
+    img = ensure_min_side(img, size)
+    h, w = img.shape[:2]
+    top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    crop = img[top:top + size, left:left + size]
+    if hflip and rng.random() < 0.5:  # a mirror image has the same quality
+        crop = crop[:, ::-1]
+    return crop
+
+
+def grid_positions(length: int, size: int, n: int) -> list[int]:
+    """n evenly spaced crop offsets from edge to edge (one centred offset when n == 1)."""
+    if n == 1:
+        return [(length - size) // 2]
+    return [round(i * (length - size) / (n - 1)) for i in range(n)]
+
+
+def grid_crops(img: np.ndarray, size: int, n_per_side: int) -> np.ndarray:
+    """The evaluation crops: an n x n grid of size x size crops from corner to corner
+    (duplicates removed when the image is exactly the crop size), as (K, size, size, 3)."""
+    img = ensure_min_side(img, size)
+    h, w = img.shape[:2]
+    tops = sorted(set(grid_positions(h, size, n_per_side)))
+    lefts = sorted(set(grid_positions(w, size, n_per_side)))
+    return np.stack([img[t:t + size, l:l + size] for t in tops for l in lefts])
+
+
+def normalize(crops: np.ndarray, mean, std) -> np.ndarray:
+    """(K, H, W, 3) uint8 -> (K, 3, H, W) float32 with the student's mean/std."""
+    x = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]
