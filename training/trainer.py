@@ -56,12 +56,14 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
     lc, qc = cfg["loss"], cfg["qfm"]
     tokens = model.backbone_tokens(x)
     score, _ = model.decode(tokens)
-    loss = lc["w_clean"] * regression_loss(score, y, lc["regression"])
-    logs = {"reg": float(loss)}
+    # Regression terms on the 0..1 scale, so their weights are comparable with the PLCC term's.
+    unit = model.score_span
+    loss = lc["w_clean"] * regression_loss(score / unit, y / unit, lc["regression"])
+    logs = {"reg": loss.item()}
     if lc["w_plcc"] > 0:
         lp = plcc_loss(score, y)
         loss = loss + lc["w_plcc"] * lp
-        logs["plcc"] = float(lp)
+        logs["plcc"] = lp.item()
     if memory is not None:
         semantic = tokens.mean(dim=1).detach()  # pre-gate features: what the gate must learn to filter
         bank_f, bank_s = memory.contents()
@@ -70,10 +72,10 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
             if valid.any():
                 noise = bank_f[idx].to(tokens) * valid.to(tokens).unsqueeze(1)
                 p_score, _ = model.decode(tokens + qc["alpha"] * noise.unsqueeze(1))
-                lpert = regression_loss(p_score[valid], y[valid], lc["regression"])
-                lcons = consistency_loss(score[valid], p_score[valid])
+                lpert = regression_loss(p_score[valid] / unit, y[valid] / unit, lc["regression"])
+                lcons = consistency_loss(score[valid] / unit, p_score[valid] / unit)
                 loss = loss + lc["w_perturbed"] * lpert + lc["w_consistency"] * lcons
-                logs.update(pert=float(lpert), cons=float(lcons), matched=float(valid.float().mean()))
+                logs.update(pert=lpert.item(), cons=lcons.item(), matched=valid.float().mean().item())
         memory.push(semantic, y)
     return loss, logs
 
@@ -138,11 +140,10 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
     if resume and (state_dir / "trainer.json").exists():
         model.load_state_dict(load_student(out / "checkpoint").state_dict())
         state = load_training_state(opt, state_dir)
+        # The optimizer's saved param_groups already hold the next step's learning rate.
         sched.last_epoch = state["epoch"] * len(loader)
-        sched.step()  # re-derive the learning rate for the resumed step
         if memory is not None and (state_dir / "memory.safetensors").exists():
-            mem = load_file(str(state_dir / "memory.safetensors"))
-            memory.push(mem["features"], mem["scores"])
+            memory.load_state_dict(load_file(str(state_dir / "memory.safetensors")))
         print(f"resuming {out} after epoch {state['epoch']}/{tc['epochs']}")
 
     for epoch in range(state["epoch"] + 1, tc["epochs"] + 1):
@@ -161,7 +162,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", **{k: f"{v:.3f}" for k, v in logs.items()})
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1),
                  "lr": sched.get_last_lr()[-1]}
@@ -175,11 +176,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
         # Checkpoint the model first, then the state that says the epoch is done: a crash between
         # the two only repeats an epoch, it never skips one.
         save_student(model, out / "checkpoint", extra={"epoch": epoch, "seed": cfg["seed"]})
-        memory_tensors = None
-        if memory is not None:
-            f, s = memory.contents()
-            memory_tensors = {"features": f.contiguous(), "scores": s.contiguous()}
-        save_training_state(opt, state, state_dir, memory_tensors)
+        save_training_state(opt, state, state_dir, None if memory is None else memory.state_dict())
         plot_curves(state["history"], out / "curve.png")
 
     final = state["history"][-1] if state["history"] else {}

@@ -6,12 +6,13 @@ import torch.nn.functional as F
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "smooth_l1") -> torch.Tensor:
+    """On the 0..1 scale (the trainer divides by the score span)."""
     if kind == "l1":
         return F.l1_loss(pred, target)
     if kind == "mse":
         return F.mse_loss(pred, target)
     if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target, beta=0.1)
+        return F.smooth_l1_loss(pred, target, beta=0.02)
     raise ValueError(f"unknown regression loss {kind!r}")
 
 
@@ -25,4 +26,4 @@ def plcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> to
 
 def consistency_loss(clean: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
     """The perturbed prediction should not move away from the clean one."""
-    return F.smooth_l1_loss(perturbed, clean.detach(), beta=0.1)
+    return F.smooth_l1_loss(perturbed, clean.detach(), beta=0.02)

@@ -26,3 +26,15 @@ class MemoryBank:
 
     def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features[: self.size], self.scores[: self.size]
+
+    def state_dict(self) -> dict:
+        """Exact ring state (slot order decides matching ties), for bit-identical resume."""
+        return {"features": self.features.clone(), "scores": self.scores.clone(),
+                "position": torch.tensor([self._head, self.size])}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["features"].shape != self.features.shape:
+            raise ValueError(f"memory shape {tuple(state['features'].shape)} != {tuple(self.features.shape)}")
+        self.features.copy_(state["features"])
+        self.scores.copy_(state["scores"])
+        self._head, self.size = (int(v) for v in state["position"])
