@@ -95,8 +95,11 @@ def build(out: Path, size: int, seed: int, test_fraction: float, only_split: str
     splits = {pi: ("test" if p.name in test_photos else "train") for pi, p in enumerate(PHOTOS)}
     todo = [pi for pi in splits if only_split in (None, splits[pi])]
     args = [(pi, size, seed, splits[pi], tmp / "images") for pi in todo]
-    with multiprocessing.get_context("spawn").Pool(max(1, workers)) as pool:
-        results = list(tqdm(pool.imap(_build_photo_star, args), total=len(args), desc="photos", unit="photo"))
+    if workers <= 1:
+        results = [build_photo(*a) for a in tqdm(args, desc="photos", unit="photo")]
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = list(tqdm(pool.imap(_build_photo_star, args), total=len(args), desc="photos", unit="photo"))
     rows = {"train": [], "test": []}
     for photo_rows in results:
         for r in photo_rows:
