@@ -1,0 +1,106 @@
+"""Student -> ONNX: FP32 export with named I/O and a dynamic batch axis, FP16 conversion, cleanup.
+
+The FP16 model is strongly typed for TensorRT: FP16 weights and FP16 compute, FP16 input
+`image`; the outputs `score` and `embedding` stay FP32 (a Cast at the end) so every consumer reads
+the same dtype from both variants. Normalisations and softmax stay in FP16 too; the parity report
+shows what that costs on the 0..100 scale.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+import torch
+
+from export import io_names
+from training.models.student import QFMStudent
+
+DEFAULT_OPSET = 17
+
+
+class _ExportWrapper(torch.nn.Module):
+    """Returns exactly (score, embedding) in float32 from a plain forward."""
+
+    def __init__(self, model: QFMStudent):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        score, embedding = self.model(image)
+        return score.float(), embedding.float()
+
+
+def export_fp32(model: QFMStudent, path: Path, opset: int = DEFAULT_OPSET, example_batch: int = 2) -> None:
+    model = model.eval().float().to(memory_format=torch.contiguous_format)
+    size = model.cfg.input_size
+    example = torch.zeros(example_batch, 3, size, size)
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            _ExportWrapper(model), (example,), str(tmp), dynamo=False, opset_version=opset,
+            input_names=[io_names.INPUT], output_names=[io_names.SCORE, io_names.EMBEDDING],
+            dynamic_axes={io_names.INPUT: {0: io_names.BATCH_AXIS}, io_names.SCORE: {0: io_names.BATCH_AXIS},
+                          io_names.EMBEDDING: {0: io_names.BATCH_AXIS}},
+            do_constant_folding=True)
+    os.replace(tmp, path)
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """FP16 weights and compute with onnxconverter-common; FP16 input, FP32 outputs."""
+    from onnxconverter_common import float16
+
+    import warnings
+
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        # Weights below FP16's range (|w| < 1e-7) are clamped; the parity report measures the effect.
+        warnings.filterwarnings("ignore", message=".*will be truncated to.*")
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=False)
+    # Outputs back to float32: append Casts so `score`/`embedding` keep their names and dtype.
+    graph = fp16.graph
+    for out in graph.output:
+        inner = out.name + "_fp16"
+        for node in graph.node:
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+            node.input[:] = [inner if i == out.name else i for i in node.input]
+        graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], to=onnx.TensorProto.FLOAT,
+                                                name=f"cast_{out.name}_to_fp32"))
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    tmp = dst.with_name(dst.name + ".tmp")
+    onnx.save(fp16, str(tmp))
+    os.replace(tmp, dst)
+
+
+def slim(path: Path) -> dict:
+    """Clean the graph with onnxslim (constant folding, dead-node removal, fusions); returns
+    node counts before and after. Kept only when it removes nodes."""
+    import onnxslim
+
+    before = onnx.load(str(path))
+    slimmed = onnxslim.slim(before)
+    n_before, n_after = len(before.graph.node), len(slimmed.graph.node)
+    if n_after < n_before:
+        tmp = path.with_name(path.name + ".tmp")
+        onnx.save(slimmed, str(tmp))
+        os.replace(tmp, path)
+    return {"nodes_before": n_before, "nodes_after": min(n_before, n_after), "applied": n_after < n_before}
+
+
+def check(path: Path) -> dict:
+    """onnx.checker + strict shape inference; returns the I/O signature."""
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+    def sig(values):
+        out = {}
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out[v.name] = {"dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(), "shape": dims}
+        return out
+
+    return {"inputs": sig(model.graph.input), "outputs": sig(model.graph.output),
+            "opset": model.opset_import[0].version, "nodes": len(model.graph.node),
+            "bytes": path.stat().st_size}

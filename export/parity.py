@@ -1,0 +1,67 @@
+"""ONNX Runtime vs PyTorch on the same crops: the numbers behind the export's parity claims."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from scipy import stats
+
+from export import io_names
+from training.models.student import QFMStudent
+from training.transforms import grid_crops, normalize
+
+
+def parity_crops(model: QFMStudent, n_images: int = 24, grid: int = 2, seed: int = 0) -> np.ndarray:
+    """Normalised evaluation crops of synthetic-benchmark test images: read from the cache when
+    it exists, otherwise regenerated (held-out photographs x distortion levels, deterministic)."""
+    from training.data.build_synthetic import square_views, split_photos
+    from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
+    from training.data.synthetic.photos import PHOTOS, load_photo
+
+    rng = np.random.default_rng(seed)
+    names = sorted(DISTORTIONS)
+    test_photos = [p for p in PHOTOS if p.name in split_photos(0, 0.2)]
+    images = []
+    for k in range(n_images):
+        photo = test_photos[k % len(test_photos)]
+        ref = square_views(load_photo(photo), 288)[0][1]
+        name, level = names[rng.integers(len(names))], int(rng.integers(1, N_LEVELS + 1))
+        images.append(apply(name, ref, level, np.random.default_rng([seed, k])))
+    crops = np.concatenate([grid_crops(im, model.cfg.input_size, grid) for im in images])
+    return normalize(crops, model.cfg.mean, model.cfg.std)
+
+
+def ort_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    scores, embs = [], []
+    for i in range(0, len(x), batch):
+        s, e = session.run([io_names.SCORE, io_names.EMBEDDING], {io_names.INPUT: x[i:i + batch].astype(dtype)})
+        scores.append(s)
+        embs.append(e)
+    return np.concatenate(scores), np.concatenate(embs)
+
+
+@torch.no_grad()
+def run_torch(model: QFMStudent, x: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    outs = [model(torch.from_numpy(x[i:i + batch])) for i in range(0, len(x), batch)]
+    return torch.cat([o[0] for o in outs]).numpy(), torch.cat([o[1] for o in outs]).numpy()
+
+
+def compare(reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray]) -> dict:
+    (rs, re), (cs, ce) = reference, candidate
+    cos = (re * ce).sum(1) / (np.linalg.norm(re, axis=1) * np.linalg.norm(ce, axis=1) + 1e-12)
+    return {"max_abs_score_diff": float(np.abs(rs - cs).max()),
+            "mean_abs_score_diff": float(np.abs(rs - cs).mean()),
+            "srcc_vs_reference": float(stats.spearmanr(rs, cs)[0]),
+            "max_abs_embedding_diff": float(np.abs(re - ce).max()),
+            "min_embedding_cosine": float(cos.min()), "n_crops": int(len(rs))}
