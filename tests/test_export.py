@@ -1,0 +1,131 @@
+"""Export of the bundled student: ONNX files, parity with PyTorch, TensorRT-RTX engine builds."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import REPO
+from export import io_names, parity
+from export.onnx_export import check
+from training.checkpoint import load_student
+from training.transforms import grid_crops, load_rgb, normalize
+
+BUNDLE = REPO / "models" / "qfm_iqm"
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    r = _run("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", out, "--parity-images", "12")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_student(BUNDLE)
+
+
+def test_onnx_signatures(exported):
+    for precision, in_dtype in (("fp32", "float"), ("fp16", "float16")):
+        sig = check(exported / f"qfm_student_{precision}.onnx")
+        assert sig["inputs"] == {io_names.INPUT: {"dtype": in_dtype, "shape": [io_names.BATCH_AXIS, 3, 224, 224]}}
+        assert sig["outputs"] == {io_names.SCORE: {"dtype": "float", "shape": [io_names.BATCH_AXIS]},
+                                  io_names.EMBEDDING: {"dtype": "float", "shape": [io_names.BATCH_AXIS, 384]}}
+    fp16 = onnx.load(str(exported / "qfm_student_fp16.onnx"))
+    weight_types = {t.data_type for t in fp16.graph.initializer if len(t.dims) > 1}
+    assert weight_types == {onnx.TensorProto.FLOAT16}  # FP16 weights, not FP32 with casts
+    assert not any("input." in n.name or n.name.startswith("onnx::") for n in fp16.graph.input)
+
+
+def test_export_report_meets_limits(exported):
+    report = json.loads((exported / "onnx_report.json").read_text())
+    assert report["parity_ok"] is True
+    assert report["parity_fp32"]["max_abs_score_diff"] <= 1e-3
+    assert report["parity_fp16"]["max_abs_score_diff"] <= 0.5
+    assert report["parity_fp16"]["srcc_vs_reference"] >= 0.999
+    assert report["fp16"]["bytes"] < 0.6 * report["fp32"]["bytes"]
+
+
+def test_parity_on_real_photographs_and_odd_batches(exported, model, livec_dev):
+    """Independent of the export's own report: crops of real LIVEC photographs, batch sizes 1/3/7."""
+    rows = (livec_dev / "mos.csv").read_text().splitlines()[1:9]
+    crops = np.concatenate([grid_crops(load_rgb(livec_dev / r.split(",")[0]), 224, 2) for r in rows])
+    x = normalize(crops, model.cfg.mean, model.cfg.std)
+    ref = parity.run_torch(model, x)
+    fp32 = parity.ort_session(exported / "qfm_student_fp32.onnx")
+    fp16 = parity.ort_session(exported / "qfm_student_fp16.onnx")
+    for batch in (1, 3, 7):
+        r32 = parity.compare(ref, parity.run_onnx(fp32, x, batch))
+        assert r32["max_abs_score_diff"] <= 1e-3, (batch, r32)
+        assert r32["min_embedding_cosine"] > 0.99999
+    r16 = parity.compare(ref, parity.run_onnx(fp16, x, 7))
+    assert r16["max_abs_score_diff"] <= 0.5 and r16["srcc_vs_reference"] >= 0.999, r16
+
+
+@pytest.mark.parametrize("precision,cc", [("fp16", "8.9"), ("fp32", "8.0")])
+def test_tensorrt_rtx_builds_the_student(exported, tmp_path, precision, cc):
+    engine = tmp_path / f"student_{precision}.plan"
+    r = _run("export/build_engine.py", "--backend", "tensorrt-rtx", "--compute-capability", cc,
+             "--precision", precision, "--onnx", exported / f"qfm_student_{precision}.onnx", "--engine", engine,
+             "--min-batch", "1", "--opt-batch", "8", "--max-batch", "64")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert engine.stat().st_size > 1_000_000 and not list(tmp_path.glob("*.partial"))
+    meta = json.loads(engine.with_name(engine.name + ".json").read_text())
+    assert meta["precision"] == precision and meta["compute_capability"] == cc
+    io = {t["name"]: t for t in meta["io"]}
+    assert io[io_names.INPUT]["dtype"] == ("half" if precision == "fp16" else "float")
+    assert io[io_names.INPUT]["shape"] == [-1, 3, 224, 224]  # dynamic batch
+    assert io[io_names.SCORE]["dtype"] == "float" and io[io_names.EMBEDDING]["shape"] == [-1, 384]
+    assert meta["profiles"][0]["min"][0] == 1 and meta["profiles"][0]["max"][0] == 64
+    assert meta["engine_sha256"] and meta["onnx_sha256"]
+
+
+def test_broken_onnx_gives_a_readable_error(exported, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes((exported / "qfm_student_fp16.onnx").read_bytes()[:50_000])
+    engine = tmp_path / "broken.plan"
+    r = _run("export/build_engine.py", "--backend", "tensorrt-rtx", "--compute-capability", "8.9",
+             "--onnx", broken, "--engine", engine)
+    assert r.returncode != 0
+    assert "error:" in r.stderr and "Traceback" not in r.stderr
+    assert not engine.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_unsupported_op_reports_the_parser_errors(tmp_path):
+    """A well-formed ONNX that TensorRT's parser rejects: its errors are printed, exit is non-zero."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info(io_names.INPUT, TensorProto.FLOAT16, ["batch", 3, 224, 224])
+    y = helper.make_tensor_value_info(io_names.SCORE, TensorProto.FLOAT, ["batch"])
+    node = helper.make_node("QfmNoSuchOp", [io_names.INPUT], [io_names.SCORE], domain="qfm.test")
+    model = helper.make_model(helper.make_graph([node], "bad", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("qfm.test", 1)])
+    path = tmp_path / "unsupported.onnx"
+    onnx.save(model, str(path))
+    r = _run("export/build_engine.py", "--backend", "tensorrt-rtx", "--compute-capability", "8.9",
+             "--onnx", path, "--engine", tmp_path / "u.plan")
+    assert r.returncode == 3 and "parser:" in r.stderr and "could not parse" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and not (tmp_path / "u.plan").exists()
+
+
+def test_flag_validation_and_missing_tensorrt(exported, tmp_path):
+    onnx16 = exported / "qfm_student_fp16.onnx"
+    r = _run("export/build_engine.py", "--backend", "tensorrt-rtx", "--onnx", onnx16, "--engine", tmp_path / "e.plan")
+    assert r.returncode == 2 and "--compute-capability" in r.stderr
+    r = _run("export/build_engine.py", "--backend", "tensorrt-rtx", "--compute-capability", "8.9", "--precision",
+             "fp32", "--onnx", onnx16, "--engine", tmp_path / "e.plan")
+    assert r.returncode == 3 and "strongly typed" in r.stderr
+    r = _run("export/build_engine.py", "--onnx", onnx16, "--engine", tmp_path / "e.plan")
+    # Here there is neither datacenter TensorRT nor a GPU: one line saying what is missing.
+    assert r.returncode == 3
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and ("install" in lines[0] or "GPU" in lines[0])
+    assert not (tmp_path / "e.plan").exists()
