@@ -30,17 +30,18 @@ from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
 from training.data.synthetic.labels import METRIC_MAPS, full_reference_metrics, metrics_to_label
 from training.data.synthetic.photos import PHOTOS, load_photo
 
-# Second "zoomed" view of photos large enough for it: more content variety from the same photos.
-ZOOM = 1.5
+# Further "zoomed" views of photos large enough for them (no upsampling): more content variety
+# from the same photographs, at the scales real photos are judged at.
+ZOOM, ZOOM2 = 1.5, 2.0
 
 
 def square_views(img: np.ndarray, size: int) -> list[tuple[str, np.ndarray]]:
-    """Centre crops of `size` pixels after resizing the short side to size (and to ZOOM*size
-    when the photo has enough pixels for that without upsampling)."""
+    """Centre crops of `size` pixels after resizing the short side to size (and to ZOOM*size,
+    ZOOM2*size when the photo has enough pixels for that without upsampling)."""
     views = []
     h, w = img.shape[:2]
-    for view, short in (("full", size), ("zoom", round(ZOOM * size))):
-        if view == "zoom" and min(h, w) < short:
+    for view, short in (("full", size), ("zoom", round(ZOOM * size)), ("zoom2", round(ZOOM2 * size))):
+        if view != "full" and min(h, w) < short:
             continue
         scale = short / min(h, w)
         rw, rh = max(size, round(w * scale)), max(size, round(h * scale))

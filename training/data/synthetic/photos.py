@@ -2,7 +2,9 @@
 packages, each with its source and licence as the shipping package documents it."""
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +36,39 @@ PHOTOS: tuple[Photo, ...] = (
     Photo("grass", "skimage:grass", "DeviantArt linolafett Grass-01", "CC0"),
     Photo("gravel", "skimage:gravel", "CC0Textures Gravel04", "CC0"),
     Photo("grace_hopper", "matplotlib:grace_hopper.jpg", "US Navy portrait of Grace Hopper, via matplotlib", "public domain"),
+) + tuple(
+    # Debian's mate-backgrounds 1.26.0: photographs under GPL-2+ (authors in its copyright file).
+    # Used only to generate the local, git-ignored cache; never redistributed by this project.
+    Photo(f"mate_{name.lower()}", f"debian:mate-backgrounds:usr/share/backgrounds/mate/nature/{name}.jpg",
+          f"Debian mate-backgrounds, nature/{name}.jpg ({author})", "GPL-2+")
+    for name, author in (("Aqua", "Charles Barbin"), ("Blinds", "Lennart Poettering, Andrea Cimitan"),
+                         ("Dune", "Marco Cogoni, Hylke Bons"), ("FreshFlower", "Jens Ansorg"),
+                         ("Garden", "Charles Barbin"), ("GreenMeadow", "Timothy Schellhase, Lapo Calamandrei"),
+                         ("LadyBird", "Charles Barbin"), ("RainDrops", "blackcombwhistler07"),
+                         ("Storm", "Sergey Nazarov"), ("TwoWings", "Charles Barbin, Hylke Bons"),
+                         ("Wood", "Jean-Francois Fortin Tam"), ("YellowFlower", "Charles Barbin"))
 )
+
+DEBIAN_CACHE = Path(__file__).resolve().parents[3] / "data_cache" / "debian"
+
+
+def debian_package_file(package: str, inner: str) -> Path:
+    """A file from a Debian package, fetched with `apt-get download` and unpacked with dpkg-deb
+    into the cache (no root needed, nothing installed system-wide)."""
+    root = DEBIAN_CACHE / package
+    target = root / inner
+    if target.exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
+    debs = sorted(root.glob(f"{package}_*.deb"))
+    if r.returncode != 0 or not debs:
+        raise RuntimeError(f"cannot fetch Debian package {package} ({r.stderr.strip()[-300:]}); "
+                           "run `apt-get update` once, then retry")
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(root)], check=True)
+    if not target.exists():
+        raise FileNotFoundError(f"{package} has no {inner}")
+    return target
 
 
 def load_photo(photo: Photo) -> np.ndarray:
@@ -46,6 +80,12 @@ def load_photo(photo: Photo) -> np.ndarray:
         img = getattr(skimage.data, ref)()
         if isinstance(img, tuple):  # stereo_motorcycle returns (left, right, disparity)
             img = img[0]
+    elif kind == "debian":
+        from PIL import Image
+
+        package, inner = ref.split(":", 1)
+        with Image.open(debian_package_file(package, inner)) as im:
+            img = np.asarray(im.convert("RGB"))
     elif kind == "matplotlib":
         import matplotlib.cbook
         from PIL import Image

@@ -1,0 +1,65 @@
+"""Reference banks: quality embeddings of images with known scores, for serving-time matching.
+
+A bank is one safetensors file: `embeddings` (M, D) float32, `scores` (M,) float32 on 0..100,
+`ids` (M,) int64; its metadata holds the image names (JSON), the data set, the student's
+sha256 and the crop grid, so a server can refuse a bank built by another student.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from tqdm import tqdm
+
+from training.data.meta import MetaInfo
+from training.models.student import QFMStudent
+from training.transforms import grid_crops, load_rgb, normalize
+
+
+@torch.no_grad()
+def embed_images(model: QFMStudent, meta: MetaInfo, grid: int, batch_size: int = 36) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, embeddings) per image: the mean over its crop grid, as the served ensemble does."""
+    model.eval()
+    cfg = model.cfg
+    scores, embs = [], []
+    for s in tqdm(meta.samples, desc=f"embed {meta.name}", unit="img"):
+        x = torch.from_numpy(normalize(grid_crops(load_rgb(s.path), cfg.input_size, grid), cfg.mean, cfg.std))
+        out = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        scores.append(torch.cat([o[0] for o in out]).mean().item())
+        embs.append(torch.cat([o[1] for o in out]).mean(0).numpy())
+    return np.asarray(scores, np.float32), np.stack(embs).astype(np.float32)
+
+
+def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], info: dict) -> None:
+    if not (len(embeddings) == len(scores) == len(names)):
+        raise ValueError("embeddings, scores and names must have the same length")
+    tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32),
+               "scores": np.ascontiguousarray(scores, np.float32), "ids": np.arange(len(names), dtype=np.int64)}
+    meta = {"names": json.dumps(names), **{k: str(v) for k, v in info.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_bank(path: Path) -> dict:
+    """Tensors plus decoded metadata; raises a clear error on a missing or malformed file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"bank {path} not found: build it with `python export/build_bank.py`")
+    tensors = load_file(str(path))
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata() or {}
+    missing = {"embeddings", "scores", "ids"} - set(tensors)
+    if missing or "names" not in meta:
+        raise ValueError(f"{path} is not a QFM bank (missing {sorted(missing) or ['names metadata']})")
+    return {**tensors, "names": json.loads(meta["names"]), "meta": meta}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,45 @@
+"""qfm_match (CPU): k nearest references of each quality embedding, through ONNX Runtime on the
+standard-ops match model (export/match_onnx.py) with the bank as its second input, so replacing
+bank.safetensors and reloading the model is all a new bank takes.
+
+EMBEDDING (FP32, [N, D]) -> neighbor_ids (INT64, [N, k]), neighbor_scores (FP32, [N, k]),
+neighbor_distances (FP32, [N, k]) (the output names of the native-backend variant too).
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+from safetensors.numpy import load_file
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = Path(__file__).parent
+        bank = load_file(str(here / params.get("bank_file", "bank.safetensors")))
+        self.bank = np.ascontiguousarray(bank["embeddings"], np.float32)
+        self.bank_scores, self.bank_ids = bank["scores"].astype(np.float32), bank["ids"].astype(np.int64)
+        self.session = ort.InferenceSession(str(here / params.get("onnx_file", "match.onnx")),
+                                            providers=["CPUExecutionProvider"])
+        k = self.session.get_outputs()[1].shape[1]
+        if len(self.bank) < k:
+            raise pb_utils.TritonModelException(f"bank has {len(self.bank)} entries, fewer than k={k}")
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            q = pb_utils.get_input_tensor_by_name(request, "EMBEDDING").as_numpy().astype(np.float32)
+            if q.ndim != 2 or q.shape[1] != self.bank.shape[1]:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"EMBEDDING must be [N, {self.bank.shape[1]}], got {list(q.shape)}",
+                    pb_utils.TritonError.INVALID_ARG)))
+                continue
+            dist, idx = self.session.run(["neighbor_distances", "neighbor_index"], {"query": q, "bank": self.bank})
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("neighbor_ids", self.bank_ids[idx]),
+                pb_utils.Tensor("neighbor_scores", self.bank_scores[idx]),
+                pb_utils.Tensor("neighbor_distances", dist.astype(np.float32))]))
+        return responses

@@ -1,0 +1,38 @@
+"""qfm_student (CPU, pip-installed Triton): the exported ONNX student run by ONNX Runtime inside
+the Python backend, since that server build has no onnxruntime backend. NGC containers use the
+native onnxruntime / tensorrt_plan backends instead (same tensor names, same config source).
+
+image (FP32, [batch, 3, S, S]) -> score (FP32, [batch, 1]), embedding (FP32, [batch, D]).
+Dynamic batching merges crops from concurrent requests into one ONNX Runtime call.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(params.get("intra_op_threads", "0"))
+        path = Path(__file__).parent / params.get("onnx_file", "model.onnx")
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+    def execute(self, requests):
+        # One ONNX Runtime call for every request the dynamic batcher handed us, then split.
+        arrays = [pb_utils.get_input_tensor_by_name(r, "image").as_numpy() for r in requests]
+        sizes = [len(a) for a in arrays]
+        score, embedding = self.session.run(["score", "embedding"],
+                                            {"image": np.concatenate(arrays).astype(self.input_dtype, copy=False)})
+        responses, start = [], 0
+        for n in sizes:
+            responses.append(pb_utils.InferenceResponse([
+                pb_utils.Tensor("score", score[start:start + n].reshape(n, 1).astype(np.float32)),
+                pb_utils.Tensor("embedding", np.ascontiguousarray(embedding[start:start + n], np.float32))]))
+            start += n
+        return responses
