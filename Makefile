@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test demo synthetic bundle protocol clean-venv
+GRPC_PORT    ?= 8001
+HTTP_PORT    ?= 8000
+METRICS_PORT ?= 8002
+
+.PHONY: venv test demo serve synthetic bundle protocol clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
 $(STAMP): requirements.txt pyproject.toml
@@ -19,10 +23,15 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Until the serving issue lands: score the held-out synthetic photographs with the bundled model.
+# The main job: serve the bundled model with a real Triton server on this CPU, score sample images
+# through gRPC, print a table, stop the server.
 demo: $(STAMP)
-	test -f data_cache/synthetic/test.csv || $(PY) training/data/build_synthetic.py --only-split test
-	$(PY) training/evaluate.py --checkpoint models/qfm_iqm --dataset synthetic --split test
+	$(PY) export/demo.py
+
+# Build the artifacts and the cpu-pip repository, then run tritonserver on localhost until Ctrl-C.
+serve: $(STAMP)
+	$(PY) export/demo.py --prepare-only
+	$(PY) export/triton_server.py --repo triton_repo --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 synthetic: $(STAMP)
 	$(PY) training/data/build_synthetic.py

@@ -26,7 +26,7 @@ METRICS = ("sq_l2", "cosine")
 
 def build_match_model(dim: int, k: int, metric: str = "sq_l2", bank: np.ndarray | None = None,
                       bank_scores: np.ndarray | None = None, bank_ids: np.ndarray | None = None,
-                      opset: int = 17) -> onnx.ModelProto:
+                      opset: int = 17) -> onnx.ModelProto:  # axes are attributes in opset 17
     """With a baked bank, `bank_scores` and `bank_ids` are baked too and gathered into the extra
     outputs `neighbor_scores` and `neighbor_ids` (what Triton's native backends must return)."""
     if metric not in METRICS:
@@ -36,7 +36,6 @@ def build_match_model(dim: int, k: int, metric: str = "sq_l2", bank: np.ndarray 
     if bank is not None and (bank.ndim != 2 or bank.shape[1] != dim or len(bank) < k):
         raise ValueError(f"bank must be (M >= k={k}, {dim}), got {bank.shape}")
     nodes, inits = [], [numpy_helper.from_array(np.array([k], np.int64), "k"),
-                        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
                         numpy_helper.from_array(np.array([-2.0], np.float32), "minus2"),
                         numpy_helper.from_array(np.array([1.0], np.float32), "one")]
     inputs = [helper.make_tensor_value_info(QUERY, TensorProto.FLOAT, ["n", dim])]
@@ -47,14 +46,14 @@ def build_match_model(dim: int, k: int, metric: str = "sq_l2", bank: np.ndarray 
     q, b = QUERY, BANK
     if metric == "cosine":
         for src in (QUERY, BANK):
-            nodes += [helper.make_node("ReduceL2", [src, "axis1"], [f"{src}_norm"], keepdims=1),
+            nodes += [helper.make_node("ReduceL2", [src], [f"{src}_norm"], axes=[1], keepdims=1),
                       helper.make_node("Div", [src, f"{src}_norm"], [f"{src}_unit"])]
         q, b = f"{QUERY}_unit", f"{BANK}_unit"
     nodes += [helper.make_node("Transpose", [b], ["bank_t"], perm=[1, 0]),
               helper.make_node("MatMul", [q, "bank_t"], ["dot"])]
     if metric == "sq_l2":
-        nodes += [helper.make_node("ReduceSumSquare", [q, "axis1"], ["q_sq"], keepdims=1),   # (n, 1)
-                  helper.make_node("ReduceSumSquare", [b, "axis1"], ["b_sq_col"], keepdims=1),  # (m, 1)
+        nodes += [helper.make_node("ReduceSumSquare", [q], ["q_sq"], axes=[1], keepdims=1),   # (n, 1)
+                  helper.make_node("ReduceSumSquare", [b], ["b_sq_col"], axes=[1], keepdims=1),  # (m, 1)
                   helper.make_node("Transpose", ["b_sq_col"], ["b_sq"], perm=[1, 0]),          # (1, m)
                   helper.make_node("Mul", ["dot", "minus2"], ["dot_m2"]),
                   helper.make_node("Add", ["dot_m2", "q_sq"], ["partial"]),

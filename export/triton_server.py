@@ -39,7 +39,7 @@ def install_server() -> Path:
     binary = SERVER_DIR / "bin" / "tritonserver"
     py = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = SERVER_DIR / "backends" / "python" / "triton_python_backend_stub"
-    if binary.exists() and stub.exists():
+    if binary.exists() and stub.exists() and LIBS_DIR.is_dir():
         return binary
     if not ctypes.util.find_library(f"python{py}"):
         raise ServerError(f"the Python-backend stub needs the shared libpython{py}: apt-get install libpython{py}")

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,21 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 LIVEC_DEV = REPO.parent / "shared" / "data" / "livec_dev"
+BUNDLE = REPO / "models" / "qfm_iqm"
+
+
+def run_script(*args, timeout=900):
+    """Run one of the project's commands as a user would (a subprocess in the repository root)."""
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """FP32 and FP16 ONNX of the bundled student, written by export/to_onnx.py."""
+    out = tmp_path_factory.mktemp("onnx")
+    r = run_script("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", out, "--parity-images", "12")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return out
 
 
 def write_image(path: Path, size=(40, 32), seed=0) -> Path:
@@ -23,7 +40,7 @@ def _threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def livec_dev():
     if not (LIVEC_DEV / "mos.csv").exists():
         pytest.skip(f"real LIVEC dev subset not found at {LIVEC_DEV}")

@@ -1,18 +1,9 @@
 """The user-facing commands, run as a user runs them (subprocess, real files)."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-
-BUNDLE = REPO / "models" / "qfm_iqm"
-
-
-def _run(*args, timeout=900):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+from conftest import BUNDLE, run_script as _run
 
 
 def test_help_texts():

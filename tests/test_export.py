@@ -1,31 +1,15 @@
 """Export of the bundled student: ONNX files, parity with PyTorch, TensorRT-RTX engine builds."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
 import pytest
 
-from conftest import REPO
+from conftest import BUNDLE, REPO, run_script as _run
 from export import io_names, parity
 from export.onnx_export import check
 from training.checkpoint import load_student
 from training.transforms import grid_crops, load_rgb, normalize
-
-BUNDLE = REPO / "models" / "qfm_iqm"
-
-
-def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    r = _run("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", out, "--parity-images", "12")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return out
 
 
 @pytest.fixture(scope="module")

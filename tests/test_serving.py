@@ -1,0 +1,154 @@
+"""The Triton repository and the real server: image bytes in over gRPC, scores and matches out.
+
+Every test here talks to a real tritonserver process (from the nvidia-pytriton wheel) on free
+localhost ports, through stock tritonclient.grpc.
+"""
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from conftest import BUNDLE, REPO, run_script
+from export import triton_repo
+from export.bank import load_bank
+from export.triton_server import TritonServer
+from training.transforms import grid_crops, load_rgb, normalize
+
+SAMPLES = ["100.png", "1001.JPG", "1003.JPG", "1004.JPG", "105.png"]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, exported, livec_dev):
+    out = tmp_path_factory.mktemp("serving")
+    bank = out / "bank.safetensors"
+    r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "40", "--out", bank)
+    assert r.returncode == 0, r.stderr[-2000:]
+    triton_repo.write_repository("cpu-pip", BUNDLE, out / "repo", bank, onnx=exported / "qfm_student_fp32.onnx")
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(repo):
+    with TritonServer(repo / "repo") as srv:
+        yield srv
+
+
+def _infer(url, blobs):
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
+    inp.set_data_from_numpy(np.array(blobs, dtype=object))
+    return client.infer("qfm_iqm", [inp], client_timeout=120)
+
+
+def test_server_is_localhost_and_ready(server):
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert server.grpc_url.startswith("127.0.0.1:")
+    assert client.is_server_live() and client.is_server_ready()
+    meta = client.get_model_metadata("qfm_iqm", as_json=True)
+    assert [i["name"] for i in meta["inputs"]] == ["IMAGE"] and meta["inputs"][0]["datatype"] == "BYTES"
+    assert {o["name"] for o in meta["outputs"]} == {"SCORE", "EMBEDDING", "NEIGHBOR_IDS", "NEIGHBOR_SCORES",
+                                                    "NEIGHBOR_DISTANCES"}
+
+
+def test_ensemble_equals_inprocess_onnxruntime(server, repo, exported, livec_dev):
+    blobs = [(livec_dev / "images" / n).read_bytes() for n in SAMPLES]
+    result = _infer(server.grpc_url, blobs)
+    cfg = json.loads((BUNDLE / "config.json").read_text())["student"]
+    session = ort.InferenceSession(str(exported / "qfm_student_fp32.onnx"), providers=["CPUExecutionProvider"])
+    bank = load_bank(repo / "bank.safetensors")
+    for i, name in enumerate(SAMPLES):
+        x = normalize(grid_crops(load_rgb(livec_dev / "images" / name), cfg["input_size"], 3), cfg["mean"], cfg["std"])
+        score, emb = session.run(["score", "embedding"], {"image": x})
+        assert abs(result.as_numpy("SCORE")[i] - score.mean()) <= 1e-3
+        np.testing.assert_allclose(result.as_numpy("EMBEDDING")[i], emb.mean(0), atol=1e-4)
+        d = ((bank["embeddings"].astype(np.float64) - emb.mean(0)) ** 2).sum(1)
+        ref = np.argsort(d, kind="stable")[:5]
+        assert result.as_numpy("NEIGHBOR_IDS")[i].tolist() == ref.tolist()
+        np.testing.assert_allclose(result.as_numpy("NEIGHBOR_DISTANCES")[i], d[ref], rtol=1e-3, atol=1e-2)
+        np.testing.assert_array_equal(result.as_numpy("NEIGHBOR_SCORES")[i], bank["scores"][ref])
+    # 100.png is in the bank (first 40 LIVEC images): it must find itself first.
+    assert bank["names"][result.as_numpy("NEIGHBOR_IDS")[0][0]].endswith("100.png")
+
+
+def test_bad_image_gets_its_own_error(server, livec_dev):
+    with pytest.raises(InferenceServerException, match="cannot decode image"):
+        _infer(server.grpc_url, [b"definitely not an image"])
+    ok = _infer(server.grpc_url, [(livec_dev / "images" / SAMPLES[0]).read_bytes()])
+    assert ok.as_numpy("SCORE").shape == (1,)
+
+
+def test_dynamic_batching_merges_concurrent_requests(server, livec_dev):
+    blob = (livec_dev / "images" / SAMPLES[1]).read_bytes()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    before = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(3):
+                _infer(server.grpc_url, [blob])
+        except Exception as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    after = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
+    crops = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
+    executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
+    assert crops == 36 * 9  # 36 requests x one image x 9 crops
+    # Without dynamic batching each request is one execution of 9 crops; merging means fewer.
+    assert executions < 36, (executions, after.get("batch_stats"))
+    assert max(int(b["batch_size"]) for b in after["batch_stats"]) > 9
+
+
+def test_generator_refuses_missing_artifacts(tmp_path, repo):
+    with pytest.raises(triton_repo.MissingArtifact, match="to_onnx.py"):
+        triton_repo.write_repository("cpu-ngc", BUNDLE, tmp_path / "r", repo / "bank.safetensors", onnx=tmp_path / "none.onnx")
+    with pytest.raises(triton_repo.MissingArtifact, match="build_engine.py"):
+        triton_repo.write_repository("gpu-ngc", BUNDLE, tmp_path / "r", repo / "bank.safetensors")
+    with pytest.raises(triton_repo.MissingArtifact, match="build_bank.py"):
+        triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "r", tmp_path / "nobank.safetensors")
+    r = run_script("export/triton_repo.py", "--target", "cpu-pip", "--checkpoint", BUNDLE, "--bank",
+                   tmp_path / "nobank.safetensors", "--onnx", tmp_path / "x.onnx", "--out", tmp_path / "r")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+
+
+def test_ngc_targets_from_the_same_source(tmp_path, repo, exported):
+    bank = repo / "bank.safetensors"
+    plan = tmp_path / "student.plan"
+    r = run_script("export/build_engine.py", "--backend", "tensorrt-rtx", "--compute-capability", "8.9",
+                   "--onnx", exported / "qfm_student_fp16.onnx", "--engine", plan, "--max-batch", "128")
+    assert r.returncode == 0, r.stderr[-2000:]
+    triton_repo.write_repository("gpu-ngc", BUNDLE, tmp_path / "gpu", bank, plan=plan)
+    triton_repo.write_repository("cpu-ngc", BUNDLE, tmp_path / "cpu", bank, onnx=exported / "qfm_student_fp32.onnx")
+    gpu = (tmp_path / "gpu" / "qfm_student" / "config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in gpu and "TYPE_FP16" in gpu and "KIND_GPU" in gpu
+    assert "reshape: { shape: [  ] }" in gpu and (tmp_path / "gpu" / "qfm_student" / "1" / "model.plan").exists()
+    assert "TYPE_FP16" in (tmp_path / "gpu" / "qfm_preprocess" / "config.pbtxt").read_text()
+    cpu = (tmp_path / "cpu" / "qfm_student" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in cpu and "TYPE_FP32" in cpu
+    # The native-backend matcher has the bank baked in and must agree with the Python-backend one.
+    baked = ort.InferenceSession(str(tmp_path / "cpu" / "qfm_match" / "1" / "match.onnx"))
+    free = ort.InferenceSession(str(repo / "repo" / "qfm_match" / "1" / "match.onnx"))
+    b = load_bank(bank)
+    q = b["embeddings"][:6] + 0.01
+    ids, scores = baked.run(["neighbor_ids", "neighbor_scores"], {"query": q})
+    _, idx = free.run(None, {"query": q, "bank": b["embeddings"]})
+    assert np.array_equal(ids, b["ids"][idx]) and np.array_equal(scores, b["scores"][idx])
+
+
+def test_committed_configs_are_what_the_generator_writes(tmp_path, repo, exported):
+    triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "fresh", repo / "bank.safetensors",
+                                 onnx=exported / "qfm_student_fp32.onnx")
+    for model in ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match", "qfm_iqm"):
+        committed = (REPO / "triton_repo" / model / "config.pbtxt").read_text()
+        assert committed == (tmp_path / "fresh" / model / "config.pbtxt").read_text(), model
