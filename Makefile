@@ -11,10 +11,10 @@ METRICS_PORT ?= 8002
 .PHONY: venv test demo serve synthetic bundle protocol clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
