@@ -1,0 +1,7 @@
+"""QFM-IQM client SDK: score images on a Triton deployment over gRPC."""
+from qfm_client.aio import AsyncQFMClient
+from qfm_client.client import QFMClient
+from qfm_client.errors import ModelNotReady, QFMError, ServerUnavailable
+from qfm_client.types import Neighbor, ScoreResult
+
+__all__ = ["QFMClient", "AsyncQFMClient", "ScoreResult", "Neighbor", "QFMError", "ServerUnavailable", "ModelNotReady"]

@@ -1,0 +1,108 @@
+"""Asynchronous client on tritonclient's asyncio gRPC API, with a bound on requests in flight.
+
+    async with AsyncQFMClient(["host1:8001", "host2:8001"], max_in_flight=16) as client:
+        async for result in client.score_iter(paths):
+            ...
+"""
+from __future__ import annotations
+
+import asyncio
+
+import tritonclient.grpc.aio as aiogrpc
+from tritonclient.utils import InferenceServerException
+
+from qfm_client import errors, protocol
+from qfm_client.client import _Core
+from qfm_client.endpoints import backoff_delays
+from qfm_client.inputs import item_name
+from qfm_client.types import ScoreResult
+
+
+class AsyncQFMClient(_Core):
+    def __init__(self, urls, max_in_flight: int = 8, **kwargs):
+        super().__init__(urls, **kwargs)
+        self.max_in_flight = max(1, max_in_flight)
+        self._clients: dict = {}
+
+    async def __aenter__(self):
+        self._clients = {u: aiogrpc.InferenceServerClient(u) for u in self.pool.urls}
+        self._sem = asyncio.Semaphore(self.max_in_flight)
+        return self
+
+    async def __aexit__(self, *exc):
+        for c in self._clients.values():
+            await c.close()
+
+    async def health(self) -> dict:
+        out = {}
+        for url, c in self._clients.items():
+            try:
+                out[url] = {"live": await c.is_server_live(), "ready": await c.is_server_ready(),
+                            "model_ready": await c.is_model_ready(protocol.MODEL)}
+            except InferenceServerException as e:
+                out[url] = {"live": False, "ready": False, "model_ready": False, "error": str(e)}
+        return out
+
+    async def _infer(self, blobs, names) -> list[ScoreResult]:
+        avoid: set = set()
+        delays = backoff_delays(self.retries, self.backoff, self.max_backoff)
+        while True:
+            url = self.pool.pick(avoid)
+            try:
+                inputs, outputs = protocol.build_request(aiogrpc, blobs, bool(self.neighbors))
+                result = await self._clients[url].infer(protocol.MODEL, inputs, outputs=outputs,
+                                                        client_timeout=self.timeout)
+                return protocol.parse_result(result, names, self.neighbors, url)
+            except InferenceServerException as e:
+                if protocol.classify(e) != "retry":
+                    raise
+                avoid.add(url)
+                err = e
+            finally:
+                self.pool.release(url)
+            delay = next(delays, None)
+            if delay is None:
+                raise errors.ServerUnavailable(f"no endpoint answered after {self.retries} retries: {err}")
+            await asyncio.sleep(delay)
+
+    async def _score_chunk(self, chunk) -> list[ScoreResult]:
+        names, blobs = [n for n, _ in chunk], [b for _, b in chunk]
+        try:
+            async with self._sem:
+                return await self._infer(blobs, names)
+        except errors.ServerUnavailable as e:
+            return [ScoreResult(n, error_code=errors.UNAVAILABLE, error=str(e)) for n in names]
+        except InferenceServerException as e:
+            kind = protocol.classify(e)
+            if kind == "invalid" and len(chunk) > 1:
+                mid = len(chunk) // 2
+                return await self._score_chunk(chunk[:mid]) + await self._score_chunk(chunk[mid:])
+            code = errors.INVALID_IMAGE if kind == "invalid" else errors.SERVER_ERROR
+            return [ScoreResult(n, error_code=code, error=str(e)) for n in names]
+
+    async def score_iter(self, items):
+        """Yield ScoreResults as requests complete (not in input order); at most
+        `max_in_flight` requests are outstanding and at most twice that many are prepared."""
+        items = list(items)
+        pending: set = set()
+        for start in range(0, len(items), self.batch_size):
+            ready, failed = self.prepare(items[start:start + self.batch_size], offset=start)
+            for r in failed:
+                yield r
+            if ready:
+                pending.add(asyncio.ensure_future(self._score_chunk(ready)))
+            if len(pending) >= 2 * self.max_in_flight:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    for r in task.result():
+                        yield r
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                for r in task.result():
+                    yield r
+
+    async def score(self, items) -> list[ScoreResult]:
+        items = list(items)
+        results = {r.item: r async for r in self.score_iter(items)}
+        return [results[item_name(it, i)] for i, it in enumerate(items)]

@@ -1,0 +1,154 @@
+"""qfm-score: score image files on a QFM-IQM Triton deployment and stream results to JSONL.
+
+    qfm-score photos/ extra.jpg --url localhost:8001 --out results.jsonl --concurrency 8
+    qfm-score photos/ --url host1:8001 --url host2:8001 --out results.jsonl --resume
+
+Each line of the output is one item: {"item": path, "score": 0..100} or {"item": path,
+"error_code": ..., "error": ...} for a file that cannot be scored (undecodable, too large,
+unreadable). Lines are appended whole as results arrive, so a crash or Ctrl-C loses at most the
+requests in flight; `--resume` skips every item already in the file, so nothing is scored twice.
+If no server answers (after retries) the job stops without recording those items: rerun with
+--resume once the server is back.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from qfm_client import errors
+from qfm_client.aio import AsyncQFMClient
+from qfm_client.endpoints import POLICIES
+from qfm_client.inputs import DEFAULT_MAX_BYTES, walk_images
+
+# Per-item outcomes that are final and recorded; transient ones abort the job instead.
+RECORDED_ERRORS = {errors.INVALID_IMAGE, errors.TOO_LARGE, errors.UNREADABLE, errors.SERVER_ERROR}
+
+
+class JsonlAppender:
+    """Appends one JSON object per line with a single write() on an O_APPEND descriptor."""
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def write(self, record: dict) -> None:
+        os.write(self.fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+
+    def close(self) -> None:
+        os.fsync(self.fd)
+        os.close(self.fd)
+
+
+def load_done(path: Path) -> set[str]:
+    """Items already in an output file; a torn last line (crash mid-write) is cut off."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    keep = data[: data.rfind(b"\n") + 1]
+    if len(keep) != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(keep))
+    done = set()
+    for line in keep.decode().splitlines():
+        if line.strip():
+            done.add(json.loads(line)["item"])
+    return done
+
+
+def histogram(scores: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(scores, bins=40, range=(0, 100), color="#4c72b0")
+    ax.set_xlabel("QFM-IQM score (0..100, higher = better)")
+    ax.set_ylabel("images")
+    ax.set_title(f"{len(scores)} images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+async def run(args, todo: list[Path], out: JsonlAppender, bar) -> Counter:
+    counts: Counter = Counter()
+    scores = []
+    async with AsyncQFMClient(args.url, max_in_flight=args.concurrency, timeout=args.timeout, retries=args.retries,
+                              batch_size=args.batch_size, policy=args.policy, max_bytes=args.max_bytes,
+                              neighbors=args.neighbors) as client:
+        async for r in client.score_iter([str(p) for p in todo]):
+            if r.error_code is not None and r.error_code not in RECORDED_ERRORS:
+                raise errors.ServerUnavailable(r.error)
+            out.write(r.to_dict())
+            counts[r.error_code or "ok"] += 1
+            if r.ok:
+                scores.append(r.score)
+            bar.update(1)
+    counts["_scores"] = scores  # type: ignore[assignment]
+    return counts
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="qfm-score", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", help="image files and/or folders (walked recursively)")
+    ap.add_argument("--url", action="append", required=True,
+                    help="Triton gRPC endpoint host:port; repeat for several replicas")
+    ap.add_argument("--out", required=True, type=Path, help="results file (JSON lines)")
+    ap.add_argument("--resume", action="store_true", help="skip items already in --out and append the rest")
+    ap.add_argument("--neighbors", type=int, default=0, help="nearest references to return per image (default: 0)")
+    ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
+    ap.add_argument("--batch-size", type=int, default=8, help="images per request (default: 8)")
+    ap.add_argument("--policy", choices=POLICIES, default="least_outstanding", help="endpoint selection")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
+    ap.add_argument("--retries", type=int, default=8, help="retries of unavailable servers, with backoff (default: 8)")
+    ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip files larger than this")
+    ap.add_argument("--histogram", type=Path, help="also write a score histogram PNG (needs matplotlib)")
+    args = ap.parse_args(argv)
+    from tqdm import tqdm
+
+    try:
+        items = walk_images(args.paths)
+    except FileNotFoundError as e:
+        ap.error(str(e))
+    if args.out.exists() and not args.resume:
+        ap.error(f"{args.out} exists: pass --resume to continue it, or choose another --out")
+    done = load_done(args.out) if args.resume else set()
+    todo = [p for p in items if str(p) not in done]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out = JsonlAppender(args.out)
+    t0 = time.time()
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", desc="qfm-score")
+    code = 0
+    try:
+        counts = asyncio.run(run(args, todo, out, bar))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: results so far are in {args.out}; rerun with --resume", file=sys.stderr)
+        return 130
+    except errors.ServerUnavailable as e:
+        print(f"\nerror: {e}\nresults so far are in {args.out}; rerun with --resume when the server is back",
+              file=sys.stderr)
+        return 3
+    finally:
+        bar.close()
+        out.close()
+    scores = counts.pop("_scores")
+    elapsed = time.time() - t0
+    n = sum(counts.values())
+    summary = {"scored": counts.get("ok", 0), "errors": {k: v for k, v in counts.items() if k != "ok"},
+               "skipped_resume": len(items) - len(todo), "total_items": len(items),
+               "images_per_s": round(n / elapsed, 2) if elapsed > 0 else None, "out": str(args.out)}
+    print(json.dumps(summary))
+    if args.histogram and scores:
+        histogram(scores, args.histogram)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

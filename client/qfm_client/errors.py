@@ -1,0 +1,22 @@
+"""The SDK's own error types and per-item error codes; tritonclient's exceptions are wrapped."""
+from __future__ import annotations
+
+
+class QFMError(Exception):
+    """Base class of every error the SDK raises."""
+
+
+class ServerUnavailable(QFMError):
+    """No endpoint answered (after retries): the server is down, overloaded or unreachable."""
+
+
+class ModelNotReady(QFMError):
+    """The server is up but the qfm_iqm model is not loaded or does not look as expected."""
+
+
+# Per-item error codes carried by ScoreResult.error_code (one bad image never fails its batch).
+INVALID_IMAGE = "INVALID_IMAGE"  # the server could not decode it
+TOO_LARGE = "TOO_LARGE"  # over the client's byte cap, never sent
+UNREADABLE = "UNREADABLE"  # the file could not be read locally
+SERVER_ERROR = "SERVER_ERROR"  # the server failed for another reason (after retries)
+UNAVAILABLE = "UNAVAILABLE"  # no endpoint could take the request (after retries)
