@@ -76,9 +76,10 @@ def histogram(scores: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-async def run(args, todo: list[Path], out: JsonlAppender, bar) -> Counter:
+async def run(args, todo: list[Path], out: JsonlAppender, bar) -> tuple[Counter, list[float]]:
+    """Score `todo`, appending each result as it arrives; returns (outcome counts, scores)."""
     counts: Counter = Counter()
-    scores = []
+    scores: list[float] = []
     async with AsyncQFMClient(args.url, max_in_flight=args.concurrency, timeout=args.timeout, retries=args.retries,
                               batch_size=args.batch_size, policy=args.policy, max_bytes=args.max_bytes,
                               neighbors=args.neighbors) as client:
@@ -90,8 +91,7 @@ async def run(args, todo: list[Path], out: JsonlAppender, bar) -> Counter:
             if r.ok:
                 scores.append(r.score)
             bar.update(1)
-    counts["_scores"] = scores  # type: ignore[assignment]
-    return counts
+    return counts, scores
 
 
 def main(argv=None) -> int:
@@ -125,9 +125,8 @@ def main(argv=None) -> int:
     out = JsonlAppender(args.out)
     t0 = time.time()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", desc="qfm-score")
-    code = 0
     try:
-        counts = asyncio.run(run(args, todo, out, bar))
+        counts, scores = asyncio.run(run(args, todo, out, bar))
     except KeyboardInterrupt:
         print(f"\ninterrupted: results so far are in {args.out}; rerun with --resume", file=sys.stderr)
         return 130
@@ -138,7 +137,6 @@ def main(argv=None) -> int:
     finally:
         bar.close()
         out.close()
-    scores = counts.pop("_scores")
     elapsed = time.time() - t0
     n = sum(counts.values())
     summary = {"scored": counts.get("ok", 0), "errors": {k: v for k, v in counts.items() if k != "ok"},
@@ -147,7 +145,7 @@ def main(argv=None) -> int:
     print(json.dumps(summary))
     if args.histogram and scores:
         histogram(scores, args.histogram)
-    return code
+    return 0
 
 
 if __name__ == "__main__":
