@@ -8,7 +8,7 @@ GRPC_PORT    ?= 8001
 HTTP_PORT    ?= 8000
 METRICS_PORT ?= 8002
 
-.PHONY: venv test demo serve synthetic bundle protocol clean-venv
+.PHONY: venv test demo serve bench synthetic bundle protocol clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -32,6 +32,10 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(PY) export/demo.py --prepare-only
 	$(PY) export/triton_server.py --repo triton_repo --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+# CPU benchmark set in one run, with the ratio table (see README "Results").
+bench: $(STAMP)
+	$(PY) benchmarks/bench_report.py
 
 synthetic: $(STAMP)
 	$(PY) training/data/build_synthetic.py

@@ -1,0 +1,97 @@
+"""`make bench`: the CPU benchmark set in one run, and the ratio table.
+
+    python benchmarks/bench_report.py
+
+1. in-process student on the same crops: PyTorch eager vs ONNX Runtime FP32 (2 threads)
+2. preprocessing alone: decode + 3x3 crops + normalise, one core
+3. a real Triton server (cpu-pip repository, built if missing): concurrency sweep of the
+   ensemble (bytes in) and of the student alone (tensors in), with Triton's per-model compute
+   times read from its statistics
+Ratios are of figures measured in this one run on this machine; absolute numbers on a shared
+2-core machine are noisy and are reported for context only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks import inprocess_bench, preprocess_bench, serve_bench
+from benchmarks.common import REPO, crops_batch, write_json
+
+TARGETS = {"triton_vs_inprocess_ort": 0.85, "ort_vs_eager": 3.0}
+STEPS = ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match")
+
+
+def compute_ns(url: str) -> dict:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    out = {}
+    for m in STEPS:
+        s = client.get_inference_statistics(m, as_json=True)["model_stats"][0]["inference_stats"]
+        out[m] = sum(int(s.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output"))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
+    ap.add_argument("--window", type=float, default=3.0)
+    ap.add_argument("--out", type=Path, default=REPO / "build" / "bench_report.json")
+    args = ap.parse_args(argv)
+    from export import demo
+    from export.triton_server import TritonServer
+    from training.checkpoint import load_student
+
+    demo.ensure_artifacts("livec")
+    torch.set_num_threads(2)
+    cfg = json.loads((args.checkpoint / "config.json").read_text())["student"]
+    x = crops_batch(cfg, n_images=4, grid=3)[:36]  # 4 images x 9 crops, the serving crops
+    model = load_student(args.checkpoint)
+    eager = statistics.median(inprocess_bench.bench_torch_eager(model, x, 1, 5))
+    ort32 = statistics.median(inprocess_bench.bench_ort(REPO / "build" / "qfm_student_fp32.onnx", x, 2, 10, 2))
+    crops_per_image = 9
+    inproc = {"torch_eager_crops_per_s": len(x) / eager, "ort_fp32_crops_per_s": len(x) / ort32,
+              "ort_fp32_images_per_s": len(x) / ort32 / crops_per_image}
+    print(f"in-process: PyTorch eager {inproc['torch_eager_crops_per_s']:.1f} crops/s, ONNX Runtime FP32 "
+          f"{inproc['ort_fp32_crops_per_s']:.1f} crops/s ({inproc['ort_fp32_images_per_s']:.1f} images/s at 9 crops)")
+    pre = preprocess_bench.main(["--images", "24", "--out", str(REPO / "build" / "preprocess_bench.json")])
+    pre_ips = json.loads((REPO / "build" / "preprocess_bench.json").read_text())["results"]["decode_grid_crops"][
+        "images_per_s_one_core"]
+
+    with TritonServer(REPO / "triton_repo") as server:
+        sweep = serve_bench.sweep(server.grpc_url, args.checkpoint, [1, 4, 8, 16], args.window, 0.10, 5,
+                                  targets=("ensemble",))
+        steps = compute_ns(server.grpc_url)
+        sweep.update(serve_bench.sweep(server.grpc_url, args.checkpoint, [4, 8], args.window, 0.10, 5,
+                                       targets=("student",)))
+    best = max(sweep["ensemble"], key=lambda r: r["images_per_s"])
+    best_student = max(sweep["student"], key=lambda r: r["images_per_s"])
+    ratios = {
+        "triton_vs_inprocess_ort": best["images_per_s"] / inproc["ort_fp32_images_per_s"],
+        "ort_vs_eager": inproc["ort_fp32_crops_per_s"] / inproc["torch_eager_crops_per_s"],
+        "student_via_triton_vs_inprocess_ort": best_student["images_per_s"] / inproc["ort_fp32_images_per_s"],
+        "preprocess_share_of_server_compute": steps["qfm_preprocess"] / max(1, sum(steps.values())),
+    }
+    print("\n| ratio (measured in this run) | value | target |\n|---|---|---|")
+    for k, v in ratios.items():
+        target = TARGETS.get(k)
+        mark = "" if target is None else (" (met)" if v >= target else " (NOT met)")
+        print(f"| {k} | {v:.2f}{mark} | {'>= ' + str(target) if target else '-'} |")
+    print(f"\nbest ensemble: {best['images_per_s']:.1f} images/s at concurrency {best['concurrency']} "
+          f"(p50 {best['p50_ms']:.0f} ms, p99 {best['p99_ms']:.0f} ms); preprocessing alone {pre_ips:.1f} images/s "
+          f"on one core; server compute by step: " + ", ".join(f"{k} {v / 1e9:.1f} s" for k, v in steps.items()))
+    write_json({"inprocess": inproc, "preprocess_images_per_s_one_core": pre_ips, "sweep": sweep,
+                "server_compute_ns": steps, "ratios": ratios, "targets": TARGETS}, args.out)
+    serve_bench.plot(sweep, args.out.with_suffix(".png"))
+    return 0 if pre == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

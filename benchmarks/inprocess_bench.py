@@ -1,0 +1,116 @@
+"""The student in-process on the same crops: PyTorch eager vs ONNX Runtime (FP32, FP16), and on a
+GPU PyTorch FP16 and the TensorRT FP16 engine. Unavailable backends are skipped with the reason.
+
+    python benchmarks/inprocess_bench.py --checkpoint models/qfm_iqm --onnx-dir build [--batch 16]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import crops_batch, timed, write_json
+
+
+def bench_torch_eager(model, x, warmup, iters):
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        return timed(lambda: model(xt), warmup, iters)
+
+
+def bench_ort(path: Path, x, warmup, iters, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    xin = x.astype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
+    return timed(lambda: sess.run(None, {"image": xin}), warmup, iters)
+
+
+def bench_torch_cuda_fp16(model, x, warmup, iters):
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU visible to PyTorch")
+    m = model.half().cuda()
+    xt = torch.from_numpy(x).half().cuda()
+
+    def run():
+        with torch.no_grad():
+            m(xt)
+        torch.cuda.synchronize()
+
+    return timed(run, warmup, iters)
+
+
+def bench_tensorrt(plan: Path, x, warmup, iters):
+    try:
+        import tensorrt as trt
+    except ImportError as e:
+        raise RuntimeError("TensorRT Python package not installed") from e
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU visible")
+    if not plan.exists():
+        raise RuntimeError(f"{plan} not built (export/build_engine.py on this GPU host)")
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
+    ctx = engine.create_execution_context()
+    xt = torch.from_numpy(x).half().cuda()
+    ctx.set_input_shape("image", tuple(xt.shape))
+    score = torch.empty(len(x), device="cuda", dtype=torch.float32)
+    emb = torch.empty(len(x), 384, device="cuda", dtype=torch.float32)
+    for name, t in (("image", xt), ("score", score), ("embedding", emb)):
+        ctx.set_tensor_address(name, t.data_ptr())
+    stream = torch.cuda.current_stream()
+
+    def run():
+        ctx.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+
+    return timed(run, warmup, iters)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
+    ap.add_argument("--onnx-dir", type=Path, default=Path("build"))
+    ap.add_argument("--plan", type=Path, default=Path("build/engines/qfm_student_fp16.plan"))
+    ap.add_argument("--batch", type=int, default=16, help="crops per call")
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and ONNX Runtime")
+    ap.add_argument("--out", type=Path, default=Path("build/inprocess_bench.json"))
+    args = ap.parse_args(argv)
+    from training.checkpoint import load_student
+
+    torch.set_num_threads(args.threads)
+    model = load_student(args.checkpoint)
+    cfg = json.loads((args.checkpoint / "config.json").read_text())["student"]
+    x = crops_batch(cfg, n_images=4, grid=2)
+    x = np.concatenate([x] * (args.batch // len(x) + 1))[: args.batch]
+    runs = {
+        "torch_eager_fp32": lambda: bench_torch_eager(model, x, 2, args.iters),
+        "ort_fp32": lambda: bench_ort(args.onnx_dir / "qfm_student_fp32.onnx", x, 2, args.iters, args.threads),
+        "ort_fp16": lambda: bench_ort(args.onnx_dir / "qfm_student_fp16.onnx", x, 2, args.iters, args.threads),
+        "torch_cuda_fp16": lambda: bench_torch_cuda_fp16(load_student(args.checkpoint), x, 5, args.iters * 5),
+        "tensorrt_fp16": lambda: bench_tensorrt(args.plan, x, 5, args.iters * 5),
+    }
+    results = {}
+    for name, fn in runs.items():
+        try:
+            times = fn()
+            med = statistics.median(times)
+            results[name] = {"median_s": med, "crops_per_s": args.batch / med}
+            print(f"{name:18s} {args.batch / med:8.1f} crops/s  (median of {len(times)} calls of {args.batch})")
+        except (RuntimeError, FileNotFoundError) as e:
+            results[name] = {"skipped": str(e)}
+            print(f"{name:18s} skipped: {e}")
+    write_json({"batch": args.batch, "threads": args.threads, "results": results}, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
