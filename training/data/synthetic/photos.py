@@ -2,6 +2,7 @@
 packages, each with its source and licence as the shipping package documents it."""
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ def debian_package_file(package: str, inner: str) -> Path:
         return target
     root.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
+    if r.returncode != 0 and os.geteuid() == 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        r = subprocess.run(["apt-get", "download", package], cwd=root, capture_output=True, text=True)
     debs = sorted(root.glob(f"{package}_*.deb"))
     if r.returncode != 0 or not debs:
         raise RuntimeError(f"cannot fetch Debian package {package} ({r.stderr.strip()[-300:]}); "
