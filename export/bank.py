@@ -6,7 +6,6 @@ sha256 and the crop grid, so a server can refuse a bank built by another student
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -59,7 +58,3 @@ def load_bank(path: Path) -> dict:
     if missing or "names" not in meta:
         raise ValueError(f"{path} is not a QFM bank (missing {sorted(missing) or ['names metadata']})")
     return {**tensors, "names": json.loads(meta["names"]), "meta": meta}
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bank import embed_images, file_sha256, save_bank
-from training.checkpoint import load_student
-from training.data.registry import load_dataset
+from export.bank import embed_images, save_bank
+from export.files import sha256_file
+from training.checkpoint import load_student_and_dataset
 
 
 def main(argv=None) -> int:
@@ -30,8 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args(argv)
     try:
-        model = load_student(args.checkpoint)
-        meta = load_dataset(args.dataset, args.root, args.split)
+        model, meta = load_student_and_dataset(args.checkpoint, args.dataset, args.root, args.split)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -45,7 +44,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_bank(args.out, embeddings, scores, names,
               {"dataset": args.dataset, "grid": args.grid, "dim": embeddings.shape[1],
-               "student_sha256": file_sha256(args.checkpoint / "model.safetensors")})
+               "student_sha256": sha256_file(args.checkpoint / "model.safetensors")})
     print(json.dumps({"out": str(args.out), "entries": len(names), "dim": int(embeddings.shape[1])}))
     return 0
 

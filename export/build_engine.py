@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from export import io_names
+from export.files import sha256_file
 
 BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL_HINT = {
@@ -40,14 +41,6 @@ INSTALL_HINT = {
 
 class BuildError(RuntimeError):
     """A build that cannot go on; the message is one line a user can act on."""
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_backend(name: str):
@@ -239,7 +232,7 @@ def build(args) -> dict:
         "profiles": [{"input": io_names.INPUT, "min": [args.min_batch, 3, args.input_size, args.input_size],
                       "opt": [args.opt_batch, 3, args.input_size, args.input_size],
                       "max": [args.max_batch, 3, args.input_size, args.input_size]}],
-        "io": io, "onnx": str(args.onnx), "onnx_sha256": sha256(args.onnx),
+        "io": io, "onnx": str(args.onnx), "onnx_sha256": sha256_file(args.onnx),
         "builder_optimization_level": args.opt_level, "workspace_gb": args.workspace_gb,
         "layer_dump": f"{args.engine.name}.layers.json" if layers is not None else
         "not written: deserialising an engine for the inspector needs a GPU",

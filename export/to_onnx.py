@@ -10,25 +10,17 @@ Parity: ONNX Runtime vs PyTorch on crops of held-out synthetic-benchmark images.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from export import onnx_export, parity
+from export.files import sha256_file
 from training.checkpoint import load_student
 
 # Acceptance limits on the 0..100 score scale (issue #4).
 FP32_MAX_DIFF, FP16_MAX_DIFF, FP16_MIN_SRCC = 1e-3, 0.5, 0.999
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def main(argv=None) -> int:
@@ -52,7 +44,7 @@ def main(argv=None) -> int:
         report["slim_fp32"] = onnx_export.slim(fp32)
     onnx_export.convert_fp16(fp32, fp16)
     for name, path in (("fp32", fp32), ("fp16", fp16)):
-        report[name] = {**onnx_export.check(path), "sha256": sha256(path), "path": str(path)}
+        report[name] = {**onnx_export.check(path), "sha256": sha256_file(path), "path": str(path)}
 
     x = parity.parity_crops(model, args.parity_images)
     ref = parity.run_torch(model, x)

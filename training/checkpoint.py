@@ -58,6 +58,14 @@ def load_student(ckpt_dir: str | Path, device: str = "cpu") -> QFMStudent:
     return model.to(device).eval()
 
 
+def load_student_and_dataset(ckpt_dir, dataset: str, root=None, split=None):
+    """(model, MetaInfo) for the commands that run a checkpoint over a data set; raises
+    FileNotFoundError / KeyError / ValueError with messages meant for the user."""
+    from training.data.registry import load_dataset
+
+    return load_student(ckpt_dir), load_dataset(dataset, root, split)
+
+
 def save_training_state(optimizer: torch.optim.Optimizer, trainer_state: dict, state_dir: str | Path,
                         memory: dict | None = None) -> None:
     """Optimizer tensors to safetensors (flattened keys), scalars and trainer progress to JSON,

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import load_student
-from training.data.registry import load_dataset
+from training.checkpoint import load_student_and_dataset
 from training.inference import predict_meta
 from training.metrics import iqa_metrics
 
@@ -32,8 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--predictions", type=Path, help="also write per-image predictions to this CSV")
     args = ap.parse_args(argv)
     try:
-        model = load_student(args.checkpoint)
-        meta = load_dataset(args.dataset, args.root, args.split)
+        model, meta = load_student_and_dataset(args.checkpoint, args.dataset, args.root, args.split)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
