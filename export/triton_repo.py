@@ -31,7 +31,7 @@ TARGETS = ("cpu-pip", "cpu-ngc", "gpu-ngc")
 PY_MODELS = ("qfm_preprocess", "qfm_aggregate")  # Python backend on every target
 
 # Measured choices (triton_repo/README.md): crops of concurrent requests are merged up to these.
-STUDENT_BATCH = {"cpu-pip": (512, [36, 72], 4000), "cpu-ngc": (512, [36, 72], 4000), "gpu-ngc": (128, [72, 128], 1000)}
+STUDENT_BATCH = {"cpu-pip": (512, [36, 72], 1000), "cpu-ngc": (512, [36, 72], 1000), "gpu-ngc": (128, [72, 128], 1000)}
 
 
 class MissingArtifact(FileNotFoundError):
