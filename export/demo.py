@@ -84,7 +84,7 @@ def score_through_triton(url: str, rows: list[dict], k_show: int = 3) -> np.ndar
     client = grpcclient.InferenceServerClient(url)
     blobs = [(SAMPLES / r["image"]).read_bytes() for r in rows]
     scores = []
-    print(f"\n{'image':32s} {'label*':>7s} {'score':>7s}   nearest references (bank score)")
+    print(f"\n{'image':40s} {'label*':>7s} {'score':>7s}   nearest references (bank score)")
     for i in range(0, len(blobs), 6):  # a few images per request, as a client would batch them
         inp = grpcclient.InferInput("IMAGE", [len(blobs[i:i + 6])], "BYTES")
         inp.set_data_from_numpy(np.array(blobs[i:i + 6], dtype=object))
@@ -93,7 +93,7 @@ def score_through_triton(url: str, rows: list[dict], k_show: int = 3) -> np.ndar
         nscores = result.as_numpy("NEIGHBOR_SCORES")
         for j, row in enumerate(rows[i:i + 6]):
             near = ", ".join(f"{Path(bank['names'][ids[j, n]]).name} ({nscores[j, n]:.0f})" for n in range(k_show))
-            print(f"{row['image']:32s} {row['label']:7.1f} {s[j]:7.1f}   {near}")
+            print(f"{row['image']:40s} {row['label']:7.1f} {s[j]:7.1f}   {near}")
             scores.append(float(s[j]))
     labels = [r["label"] for r in rows]
     print(f"\n{len(rows)} images scored through Triton gRPC; SRCC vs labels = {stats.spearmanr(scores, labels)[0]:.3f}, "
