@@ -8,7 +8,7 @@ GRPC_PORT    ?= 8001
 HTTP_PORT    ?= 8000
 METRICS_PORT ?= 8002
 
-.PHONY: venv test demo serve bench synthetic bundle protocol clean-venv
+.PHONY: venv test demo serve bench synthetic pretrain bundle protocol clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -40,16 +40,21 @@ bench: $(STAMP)
 synthetic: $(STAMP)
 	$(PY) training/data/build_synthetic.py
 
-# Reproduce the bundled model in models/qfm_iqm (CPU, fixed seeds; see README "Bundled model").
-bundle: $(STAMP)
-	test -f data_cache/synthetic/train.csv || $(PY) training/data/build_synthetic.py
+# Reproduce the bundled model in models/qfm_iqm (CPU, fixed seeds; README "Bundled model").
+# Each step resumes or skips a finished run folder, so `make bundle` alone runs the whole chain.
+data_cache/synthetic/train.csv: | $(STAMP)
+	$(PY) training/data/build_synthetic.py
+
+pretrain: $(STAMP) data_cache/synthetic/train.csv
 	$(PY) training/train.py --config training/configs/synthetic_pretrain.yaml --out runs/synthetic_pretrain
+
+# The paper's protocol on the LIVEC dev subset (80/20, 3 seeds, median), same recipe as the bundle.
+protocol: pretrain
+	$(PY) training/protocol.py --config training/configs/livec_finetune.yaml --dataset livec --repeats 3 --out runs/livec_protocol
+
+bundle: protocol
 	$(PY) training/train.py --config training/configs/bundled.yaml --out runs/bundled
 	$(PY) training/package_model.py --run runs/bundled --out models/qfm_iqm --protocol runs/livec_protocol/protocol.json
-
-# The paper's protocol on the LIVEC dev subset (80/20, 3 seeds, median).
-protocol: $(STAMP)
-	$(PY) training/protocol.py --config training/configs/livec_finetune.yaml --dataset livec --repeats 3 --out runs/livec_protocol
 
 clean-venv:
 	rm -rf $(VENV)
