@@ -17,15 +17,14 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from benchmarks.common import sample_images, write_json
-from training.transforms import grid_crops, normalize
+from training.transforms import grid_crops, load_rgb, normalize
 
 MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def full_decode(blob: bytes, grid: int) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as im:
-        rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    return normalize(grid_crops(rgb, 224, grid), MEAN, STD)
+    """Exactly the serving preprocess (qfm_preprocess/1/model.py)."""
+    return normalize(grid_crops(load_rgb(io.BytesIO(blob)), 224, grid), MEAN, STD)
 
 
 def draft_resize(blob: bytes, grid: int) -> np.ndarray:

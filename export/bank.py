@@ -11,28 +11,8 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
-from tqdm import tqdm
-
-from training.data.meta import MetaInfo
-from training.models.student import QFMStudent
-from training.transforms import grid_crops, load_rgb, normalize
-
-
-@torch.no_grad()
-def embed_images(model: QFMStudent, meta: MetaInfo, grid: int, batch_size: int = 36) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, embeddings) per image: the mean over its crop grid, as the served ensemble does."""
-    model.eval()
-    cfg = model.cfg
-    scores, embs = [], []
-    for s in tqdm(meta.samples, desc=f"embed {meta.name}", unit="img"):
-        x = torch.from_numpy(normalize(grid_crops(load_rgb(s.path), cfg.input_size, grid), cfg.mean, cfg.std))
-        out = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        scores.append(torch.cat([o[0] for o in out]).mean().item())
-        embs.append(torch.cat([o[1] for o in out]).mean(0).numpy())
-    return np.asarray(scores, np.float32), np.stack(embs).astype(np.float32)
+from safetensors.numpy import load_file, save_file
 
 
 def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], info: dict) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from export.bank import embed_images, save_bank
+from export.bank import save_bank
 from export.files import sha256_file
 from training.checkpoint import load_student_and_dataset
+from training.inference import predict_meta
 
 
 def main(argv=None) -> int:
@@ -36,7 +37,8 @@ def main(argv=None) -> int:
         return 2
     if args.limit:
         meta = meta.subset(range(min(args.limit, len(meta))))
-    _, embeddings = embed_images(model, meta, args.grid)
+    # The same multi-crop path as evaluation; the embeddings are what the served ensemble averages.
+    _, embeddings = predict_meta(model, meta, grid=args.grid, embeddings=True)
     scores = np.asarray(meta.normalized_scores(), np.float32) * 100.0
     root = Path(meta.samples[0].path).parent
     names = [str(Path(s.path).relative_to(root)) if Path(s.path).is_relative_to(root) else Path(s.path).name

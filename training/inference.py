@@ -12,30 +12,35 @@ from training.transforms import grid_crops, load_rgb, normalize
 
 @torch.no_grad()
 def predict_images(model: QFMStudent, images, grid: int = 3, batch_size: int = 32, desc: str = "predict",
-                   progress: bool = True) -> np.ndarray:
-    """Scores (0..100) of an iterable of HxWx3 uint8 images, each the mean over its crop grid."""
+                   progress: bool = True, embeddings: bool = False):
+    """Scores (0..100) of an iterable of HxWx3 uint8 images, each the mean over its crop grid.
+    With `embeddings=True`, also each image's mean quality embedding (N, D), as the served
+    ensemble's aggregate step computes it. Crops of several images share forward passes."""
     model.eval()
     cfg = model.cfg
-    scores, pending, owners = [], [], []
+    scores, embs, pending = [], [], []
 
     def flush():
         x = torch.from_numpy(np.concatenate(pending)).to(memory_format=torch.channels_last)
-        out = torch.cat([model(x[i:i + batch_size])[0] for i in range(0, len(x), batch_size)]).numpy()
-        for owner, s in zip(owners, np.split(out, np.cumsum([len(p) for p in pending])[:-1])):
-            scores.append((owner, float(s.mean())))
+        outs = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        bounds = np.cumsum([len(p) for p in pending])[:-1]
+        s = np.split(torch.cat([o[0] for o in outs]).numpy(), bounds)
+        e = np.split(torch.cat([o[1] for o in outs]).numpy(), bounds)
+        scores.extend(float(part.mean()) for part in s)  # images are flushed in input order
+        embs.extend(part.mean(axis=0) for part in e)
         pending.clear()
-        owners.clear()
 
-    for i, img in enumerate(tqdm(images, desc=desc, unit="img", disable=not progress, leave=False)):
+    for img in tqdm(images, desc=desc, unit="img", disable=not progress, leave=False):
         pending.append(normalize(grid_crops(img, cfg.input_size, grid), cfg.mean, cfg.std))
-        owners.append(i)
         if sum(len(p) for p in pending) >= batch_size:
             flush()
     if pending:
         flush()
-    return np.asarray([s for _, s in sorted(scores)], np.float64)
+    scores = np.asarray(scores, np.float64)
+    return (scores, np.stack(embs).astype(np.float32)) if embeddings else scores
 
 
-def predict_meta(model: QFMStudent, meta: MetaInfo, grid: int = 3, images=None, progress: bool = True) -> np.ndarray:
+def predict_meta(model: QFMStudent, meta: MetaInfo, grid: int = 3, images=None, progress: bool = True,
+                 embeddings: bool = False):
     imgs = images if images is not None else (load_rgb(s.path) for s in meta.samples)
-    return predict_images(model, imgs, grid=grid, desc=f"eval {meta.name}", progress=progress)
+    return predict_images(model, imgs, grid=grid, desc=f"eval {meta.name}", progress=progress, embeddings=embeddings)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """HxWx3 uint8 RGB with the EXIF orientation applied."""
-    with Image.open(path) as im:
+def load_rgb(source: str | Path | BinaryIO) -> np.ndarray:
+    """HxWx3 uint8 RGB with the EXIF orientation applied, from a path or a binary file object
+    (the serving preprocess passes io.BytesIO of the request bytes)."""
+    with Image.open(source) as im:
         im = ImageOps.exif_transpose(im)
         return np.asarray(im.convert("RGB"))
 

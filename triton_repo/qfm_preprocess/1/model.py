@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from PIL import Image, ImageOps
+from PIL import Image
 
-from training.transforms import grid_crops, normalize
+from training.transforms import grid_crops, load_rgb, normalize
 
 # Decompression-bomb guard: Pillow raises above this many pixels (a 12k x 12k photo is fine).
 Image.MAX_IMAGE_PIXELS = 150_000_000
@@ -31,8 +31,7 @@ class TritonPythonModel:
         self.crop_dtype = pb_utils.triton_string_to_numpy(crops_cfg["data_type"])
 
     def _crops(self, data: bytes) -> np.ndarray:
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        rgb = load_rgb(io.BytesIO(data))
         return normalize(grid_crops(rgb, self.size, self.grid), self.mean, self.std)
 
     def execute(self, requests):
