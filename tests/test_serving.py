@@ -5,6 +5,7 @@ localhost ports, through stock tritonclient.grpc.
 """
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,8 +102,14 @@ def test_dynamic_batching_merges_concurrent_requests(server, livec_dev):
     for t in threads:
         t.join()
     assert not errors
-    after = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
-    crops = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
+    # Triton updates statistics just after responding: let the counters settle (up to 5 s).
+    deadline = time.time() + 5
+    while True:
+        after = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
+        crops = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
+        if crops >= 36 * 9 or time.time() > deadline:
+            break
+        time.sleep(0.1)
     executions = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
     assert crops == 36 * 9  # 36 requests x one image x 9 crops
     # Without dynamic batching each request is one execution of 9 crops; merging means fewer.
