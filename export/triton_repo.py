@@ -10,7 +10,8 @@ Targets (one source for all configs below):
            only, so the student and the matcher run ONNX Runtime inside Python-backend models.
   cpu-ngc  NGC's tritonserver container on a CPU host: native onnxruntime backend (FP32 ONNX).
   gpu-ngc  NGC's container with a GPU: native tensorrt_plan backend (FP16 engine), FP16 crops;
-           matching through the onnxruntime backend until the plugin match engine lands (#5).
+           matching by the match engine with our CUDA kernel (--match-plan), else by the ONNX match
+           model on the onnxruntime backend.
 
 Ensemble `qfm_iqm`: IMAGE (BYTES [N]) -> qfm_preprocess -> qfm_student -> qfm_aggregate ->
 qfm_match -> SCORE, EMBEDDING, NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES.
@@ -93,13 +94,16 @@ def aggregate_config(dim: int) -> str:
             + "instance_group [ { kind: KIND_CPU count: 1 } ]\n")
 
 
-def match_config(target: str, dim: int, k: int) -> str:
+def match_config(target: str, dim: int, k: int, match_plan: bool = False) -> str:
     outputs = [("neighbor_ids", "TYPE_INT64", [-1, k]), ("neighbor_scores", "TYPE_FP32", [-1, k]),
                ("neighbor_distances", "TYPE_FP32", [-1, k])]
     if target == "cpu-pip":
         head, kind = 'backend: "python"\n', "KIND_CPU"
         extra = _params({"onnx_file": "match.onnx", "bank_file": "bank.safetensors"})
         inp = "EMBEDDING"
+    elif match_plan:   # our fused distance + top-k kernel inside the engine (export/build_match_engine.py)
+        head = 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n'
+        kind, extra, inp = "KIND_GPU", "", "query"
     else:
         head = 'platform: "onnxruntime_onnx"\ndefault_model_filename: "match.onnx"\n'
         kind, extra, inp = ("KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"), "", "query"
@@ -142,7 +146,8 @@ def _require(path: Path | None, what: str, how: str) -> Path:
 
 
 def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx: Path | None = None,
-                     plan: Path | None = None, k: int = 5, grid: int = 3, version: int = 1) -> dict:
+                     plan: Path | None = None, k: int = 5, grid: int = 3, version: int = 1,
+                     match_plan: Path | None = None) -> dict:
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}")
     ckpt_cfg = _require(checkpoint / "config.json", "student checkpoint config",
@@ -161,7 +166,7 @@ def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx:
         raise ValueError(f"bank has {len(bank_data['ids'])} entries, fewer than k={k}")
 
     configs = {"qfm_preprocess": preprocess_config(target, grid, size), "qfm_student": student_config(target, size, dim),
-               "qfm_aggregate": aggregate_config(dim), "qfm_match": match_config(target, dim, k),
+               "qfm_aggregate": aggregate_config(dim), "qfm_match": match_config(target, dim, k, match_plan is not None),
                "qfm_iqm": ensemble_config(target, dim, k)}
     out.mkdir(parents=True, exist_ok=True)
     for name, text in configs.items():
@@ -181,6 +186,10 @@ def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx:
     if target == "cpu-pip":
         match_onnx.save(match_onnx.build_match_model(dim, k), mdir / "match.onnx")
         shutil.copyfile(bank, mdir / "bank.safetensors")
+    elif match_plan is not None:
+        if target != "gpu-ngc":
+            raise ValueError("--match-plan is a TensorRT engine: only for --target gpu-ngc")
+        shutil.copyfile(_require(match_plan, "match engine", "python export/build_match_engine.py ..."), mdir / "model.plan")
     else:
         model = match_onnx.build_match_model(dim, k, bank=bank_data["embeddings"], bank_scores=bank_data["scores"],
                                              bank_ids=bank_data["ids"])
@@ -195,6 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bank", required=True, type=Path, help="reference bank (export/build_bank.py)")
     ap.add_argument("--onnx", type=Path, help="FP32 ONNX student (cpu-pip, cpu-ngc)")
     ap.add_argument("--plan", type=Path, help="FP16 TensorRT engine (gpu-ngc)")
+    ap.add_argument("--match-plan", type=Path, help="match engine with our kernel (gpu-ngc; export/build_match_engine.py); "
+                    "default: the ONNX match model on the onnxruntime backend")
     ap.add_argument("--out", required=True, type=Path, help="repository folder")
     ap.add_argument("--k", type=int, default=5, help="neighbours returned per image (default: 5)")
     ap.add_argument("--grid", type=int, default=3, help="n x n crops per image (default: 3)")
@@ -202,7 +213,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         info = write_repository(args.target, args.checkpoint, args.out, args.bank, args.onnx, args.plan,
-                                args.k, args.grid, args.version)
+                                args.k, args.grid, args.version, match_plan=args.match_plan)
     except (MissingArtifact, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

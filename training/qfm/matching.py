@@ -2,7 +2,7 @@
 DIFFERENT semantic features.
 
 The distance is computed in the GEMM form |a|^2 + |b|^2 - 2 a.b, the same operation as the CUDA
-pairwise-distance kernel (export/kernels), so a GPU run can swap that kernel in.
+pairwise-distance kernel (export/kernels), and on a GPU that kernel computes it.
 """
 from __future__ import annotations
 
@@ -24,6 +24,18 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torc
 
 
 DISTANCES = {"sq_l2": pairwise_sq_l2, "cosine": pairwise_cosine}
+_GPU_KERNEL = None
+
+
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """Our CUDA kernel (fp16 in, fp32 accumulate) when the tensors are on a GPU, else torch."""
+    global _GPU_KERNEL
+    if a.is_cuda and a.shape[1] % 8 == 0:
+        if _GPU_KERNEL is None:
+            from export.kernels.launch import PairwiseTopK
+            _GPU_KERNEL = PairwiseTopK(a.device.index or 0)
+        return _GPU_KERNEL.pairwise(a.detach(), b.detach(), metric)
+    return DISTANCES[metric](a, b)
 
 
 def semantic_noise_match(features: torch.Tensor, scores: torch.Tensor, bank_features: torch.Tensor,
@@ -37,7 +49,7 @@ def semantic_noise_match(features: torch.Tensor, scores: torch.Tensor, bank_feat
     if len(bank_features) == 0:
         n = len(features)
         return torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-    dist = DISTANCES[metric](features, bank_features)
+    dist = pairwise_distances(features, bank_features, metric)
     similar = (scores.float().reshape(-1, 1) - bank_scores.float().reshape(1, -1)).abs() <= tau
     dist = torch.where(similar, dist, torch.full_like(dist, -torch.inf))
     best = dist.argmax(dim=1)

@@ -1,0 +1,1 @@
+"""Our CUDA pairwise-distance and fused top-k kernels: source, NVRTC build, launcher, reference."""

@@ -1,0 +1,90 @@
+"""Our CUDA kernels against the float64 reference, on a GPU (skipped without one).
+
+Fresh random data per case, outputs poisoned (NaN / -7) before each run so a kernel that skips a
+write cannot pass, odd sizes, k = 1 and k = 32, exact ties, both metrics, every tile tactic.
+Run with the rest of the GPU checks: `bash benchmarks/gpu_check.sh`.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU visible (these tests need one; CI has none)", allow_module_level=True)
+
+from export.kernels import reference  # noqa: E402
+from export.kernels.compile import TILES  # noqa: E402
+from export.kernels.launch import PairwiseTopK  # noqa: E402
+
+TOL = {"sq_l2": 2e-3, "cosine": 2e-4}   # relative to the distance scale; fp32 accumulation of fp16 products
+
+
+@pytest.fixture(scope="module")
+def knn():
+    return PairwiseTopK()
+
+
+def _data(seed, n, m, d):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float16), rng.normal(size=(m, d)).astype(np.float16)
+
+
+def _poisoned(n, k):
+    return (torch.full((n, k), float("nan"), device="cuda"), torch.full((n, k), -7, device="cuda", dtype=torch.int32))
+
+
+def _check_topk(q, b, k, metric, got_d, got_i):
+    ref_d, ref_i = reference.topk(q, b, k, metric)
+    got_d, got_i = got_d.cpu().numpy().astype(np.float64), got_i.cpu().numpy()
+    assert np.isfinite(got_d).all() and (got_i >= 0).all(), "unwritten output"
+    scale = np.abs(ref_d).max() + 1.0
+    np.testing.assert_allclose(got_d, ref_d, atol=TOL[metric] * scale)
+    full = reference.distances(q, b, metric)
+    # the chosen rows are truly among the k best: their exact distances equal the reference's
+    np.testing.assert_allclose(np.take_along_axis(full, got_i, 1), ref_d, atol=TOL[metric] * scale)
+    # and the order is exact wherever the reference's neighbours are separated by more than the tolerance
+    gaps = np.diff(np.sort(full, 1)[:, :k + 1], axis=1).min(1)
+    clear = gaps > 4 * TOL[metric] * scale
+    np.testing.assert_array_equal(got_i[clear], ref_i[clear])
+
+
+@pytest.mark.parametrize("metric", ["sq_l2", "cosine"])
+@pytest.mark.parametrize("tactic", sorted(TILES))
+@pytest.mark.parametrize("n,m,d,k", [(1, 1000, 384, 1), (3, 777, 384, 32), (67, 5003, 384, 8),
+                                     (130, 4099, 136, 32), (256, 20011, 384, 5)])
+def test_topk_matches_reference(knn, metric, tactic, n, m, d, k):
+    q, b = _data(hash((n, m, d, k, tactic)) % 2**32, n, m, d)
+    out = _poisoned(n, k)
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), k, metric, tactic=tactic, out=out)
+    _check_topk(q, b, k, metric, got_d, got_i)
+
+
+@pytest.mark.parametrize("metric", ["sq_l2", "cosine"])
+@pytest.mark.parametrize("tactic", sorted(TILES))
+def test_pairwise_matches_reference(knn, metric, tactic):
+    q, b = _data(tactic, 37, 1001, 200)
+    out = torch.full((37, 1001), float("nan"), device="cuda")
+    got = knn.pairwise(torch.from_numpy(q), torch.from_numpy(b), metric, tactic=tactic, out=out).cpu().numpy()
+    ref = reference.distances(q, b, metric)
+    np.testing.assert_allclose(got, ref, atol=TOL[metric] * (np.abs(ref).max() + 1.0))
+
+
+@pytest.mark.parametrize("k", [1, 32])
+def test_ties_rank_lower_index_first(knn, k):
+    rng = np.random.default_rng(5)
+    b = rng.normal(size=(3000, 384)).astype(np.float16)
+    dup = [11, 700, 1500, 2999] + list(range(40, 40 + 40))   # 44 identical rows across splits
+    b[dup] = b[5]
+    q = b[[5, 5, 5]]
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), k, splits=7, out=_poisoned(3, k))
+    expected = sorted([5] + dup)[:k]
+    assert got_i.cpu().numpy().tolist() == [expected] * 3
+    d = got_d.cpu().numpy()
+    assert np.ptp(d) == 0 and d.max() < 1e-2   # identical rows: one distance, ~0 (fp32 rounding)
+
+
+def test_split_counts_do_not_change_the_answer(knn):
+    q, b = _data(9, 16, 9000, 384)
+    results = [knn.topk(torch.from_numpy(q), torch.from_numpy(b), 16, splits=s) for s in (1, 3, 64, 141)]
+    for d, i in results[1:]:
+        torch.testing.assert_close(d, results[0][0])
+        assert torch.equal(i, results[0][1])
