@@ -18,7 +18,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchmarks import inprocess_bench, preprocess_bench, serve_bench

@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             print(f"{n:4d} {m:8d} | {t_ours:8.3f} {row['tflops']:7.1f} {row['gbs']:6.0f} | {t_cdist:8.3f} "
                   f"{t_gemm:8.3f} | {row['speedup_cdist']:7.2f} {row['speedup_gemm']:6.2f} "
                   f"{row['over_roofline']:9.2f} | {recall:.3f}")
-        del b, b_sq
+        b = b_sq = None   # free the bank before the next size
         torch.cuda.empty_cache()
     key = next(r for r in rows if r["n"] == 256 and r["m"] == 1_000_000)
     targets = {"speedup_vs_cdist_n256_m1M": key["speedup_cdist"], "met_2x_cdist": key["speedup_cdist"] >= 2.0,

@@ -31,9 +31,13 @@ def load_bank(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bank {path} not found: build it with `python export/build_bank.py`")
-    tensors = load_file(str(path))
-    with safe_open(str(path), "np") as f:
-        meta = f.metadata() or {}
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), "np") as f:
+            meta = f.metadata() or {}
+    except Exception as e:   # safetensors raises its own error type for truncated or foreign files
+        raise ValueError(f"bank {path} is not a readable safetensors file ({e}); rebuild it with "
+                         "`python export/build_bank.py`") from e
     missing = {"embeddings", "scores", "ids"} - set(tensors)
     if missing or "names" not in meta:
         raise ValueError(f"{path} is not a QFM bank (missing {sorted(missing) or ['names metadata']})")

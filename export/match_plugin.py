@@ -56,7 +56,7 @@ def launch_geometry(n, m, d, k: int, splits: int, tactic: int) -> dict:
 
 def register() -> None:
     """Define the plugin in TensorRT's registry (idempotent)."""
-    import numpy as np   # noqa: F401  (tensorrt.plugin validates numpy-typed attributes)
+
     import tensorrt as trt
     import tensorrt.plugin as trtp
 

@@ -35,6 +35,11 @@ PY_MODELS = ("qfm_preprocess", "qfm_aggregate")  # Python backend on every targe
 STUDENT_BATCH = {"cpu-pip": (512, [36, 72], 1000), "cpu-ngc": (512, [36, 72], 1000), "gpu-ngc": (128, [72, 128], 1000)}
 
 
+# Limits on untrusted images, enforced by qfm_preprocess (README, SECURITY).
+PREPROCESS_LIMITS = {"max_image_bytes": 32 * 1024 * 1024, "max_request_bytes": 256 * 1024 * 1024,
+                     "max_pixels": 50_000_000, "min_side": 16, "max_aspect": 20}
+
+
 class MissingArtifact(FileNotFoundError):
     pass
 
@@ -58,9 +63,12 @@ def preprocess_config(target: str, grid: int, size: int) -> str:
             "# Not batched by Triton: one request carries N images and yields N*G*G crops.\n"
             'name: "qfm_preprocess"\nbackend: "python"\nmax_batch_size: 0\n'
             + _io("input", [("IMAGE", "TYPE_STRING", [-1])])
-            + _io("output", [("CROPS", crop_type, [-1, 3, size, size]), ("CROP_COUNTS", "TYPE_INT32", [-1])])
+            + _io("output", [("CROPS", crop_type, [-1, 3, size, size]), ("CROP_COUNTS", "TYPE_INT32", [-1]),
+                             ("ITEM_ERROR", "TYPE_STRING", [-1])])
             + "# Decoding is CPU-bound and single-threaded per instance: two instances use both cores.\n"
-            "instance_group [ { kind: KIND_CPU count: 2 } ]\n" + _params({"grid": grid}))
+            "instance_group [ { kind: KIND_CPU count: 2 } ]\n"
+            "# Untrusted bytes (training/image_guard.py): per-image limits; a request over max_request_bytes is refused.\n"
+            + _params({"grid": grid, **PREPROCESS_LIMITS}))
 
 
 def student_config(target: str, size: int, dim: int) -> str:
@@ -122,7 +130,8 @@ def ensemble_config(target: str, dim: int, k: int) -> str:
         return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
     steps = [
-        step("qfm_preprocess", [("IMAGE", "IMAGE")], [("CROPS", "crops"), ("CROP_COUNTS", "crop_counts")]),
+        step("qfm_preprocess", [("IMAGE", "IMAGE")], [("CROPS", "crops"), ("CROP_COUNTS", "crop_counts"),
+                                                     ("ITEM_ERROR", "ITEM_ERROR")]),
         step("qfm_student", [("image", "crops")], [("score", "crop_scores"), ("embedding", "crop_embeddings")]),
         step("qfm_aggregate", [("CROP_SCORES", "crop_scores"), ("CROP_EMBEDDINGS", "crop_embeddings"),
                                ("CROP_COUNTS", "crop_counts")], [("SCORE", "SCORE"), ("EMBEDDING", "EMBEDDING")]),
@@ -131,10 +140,11 @@ def ensemble_config(target: str, dim: int, k: int) -> str:
                                                        ("neighbor_distances", "NEIGHBOR_DISTANCES")]),
     ]
     return ("# Image bytes in, scores and nearest references out. Send N images as one IMAGE tensor [N].\n"
+            "# ITEM_ERROR[i] is empty when image i was scored, else \"CODE: message\" and its other outputs are void.\n"
             'name: "qfm_iqm"\nplatform: "ensemble"\nmax_batch_size: 0\n'
             + _io("input", [("IMAGE", "TYPE_STRING", [-1])])
             + _io("output", [("SCORE", "TYPE_FP32", [-1]), ("EMBEDDING", "TYPE_FP32", [-1, dim]),
-                             ("NEIGHBOR_IDS", "TYPE_INT64", [-1, k]), ("NEIGHBOR_SCORES", "TYPE_FP32", [-1, k]),
+                             ("ITEM_ERROR", "TYPE_STRING", [-1]), ("NEIGHBOR_IDS", "TYPE_INT64", [-1, k]), ("NEIGHBOR_SCORES", "TYPE_FP32", [-1, k]),
                              ("NEIGHBOR_DISTANCES", "TYPE_FP32", [-1, k])])
             + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")
 

@@ -146,6 +146,25 @@ class TritonServer:
             self.proc.wait()
         self._log.close()
 
+    def kill(self) -> None:
+        """SIGKILL the server and its backend stubs at once (fault tests: a crash, not a shutdown)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self._log.close()
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server and its Python-backend stubs (its process group)."""
+        total = 0
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid:           # field 5 of stat: process group id
+                    total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")   # field 24: rss in pages
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
     def __enter__(self):
         return self.start() if self.proc is None else self
 

@@ -45,3 +45,18 @@ def livec_dev():
     if not (LIVEC_DEV / "mos.csv").exists():
         pytest.skip(f"real LIVEC dev subset not found at {LIVEC_DEV}")
     return LIVEC_DEV
+
+
+@pytest.fixture(scope="session")
+def fast_repo(tmp_path_factory, exported, livec_dev):
+    """cpu-pip Triton repository with one crop per image, so thousand-image jobs stay quick.
+    Tests that damage a repository copy it first."""
+    from export import triton_repo
+
+    out = tmp_path_factory.mktemp("fast_repo")
+    r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "12",
+                   "--grid", "1", "--out", out / "bank.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    triton_repo.write_repository("cpu-pip", BUNDLE, out / "repo", out / "bank.safetensors",
+                                 onnx=exported / "qfm_student_fp32.onnx", grid=1, k=3)
+    return out / "repo"

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import BUNDLE, REPO, run_script as _run
+from conftest import BUNDLE, run_script as _run
 from export import io_names, parity
 from export.onnx_export import check
 from training.checkpoint import load_student

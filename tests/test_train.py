@@ -1,6 +1,5 @@
 """Training really trains, writes its run folder, and resumes bit-identically after a crash."""
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -13,7 +13,6 @@ from tritonclient.utils import InferenceServerException
 
 from qfm_client import errors, protocol
 from qfm_client.client import _Core
-from qfm_client.endpoints import backoff_delays
 from qfm_client.inputs import item_name
 from qfm_client.types import ScoreResult
 
@@ -45,7 +44,7 @@ class AsyncQFMClient(_Core):
 
     async def _infer(self, blobs, names) -> list[ScoreResult]:
         avoid: set = set()
-        delays = backoff_delays(self.retries, self.backoff, self.max_backoff)
+        delays = self.delays()
         while True:
             url = self.pool.pick(avoid)
             try:

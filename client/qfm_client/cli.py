@@ -27,7 +27,6 @@ from qfm_client.endpoints import POLICIES
 from qfm_client.inputs import DEFAULT_MAX_BYTES, walk_images
 
 # Per-item outcomes that are final and recorded; transient ones abort the job instead.
-RECORDED_ERRORS = {errors.INVALID_IMAGE, errors.TOO_LARGE, errors.UNREADABLE, errors.SERVER_ERROR}
 
 
 class JsonlAppender:
@@ -82,9 +81,9 @@ async def run(args, todo: list[Path], out: JsonlAppender, bar) -> tuple[Counter,
     scores: list[float] = []
     async with AsyncQFMClient(args.url, max_in_flight=args.concurrency, timeout=args.timeout, retries=args.retries,
                               batch_size=args.batch_size, policy=args.policy, max_bytes=args.max_bytes,
-                              neighbors=args.neighbors) as client:
+                              neighbors=args.neighbors, retry_for=args.retry_for) as client:
         async for r in client.score_iter([str(p) for p in todo]):
-            if r.error_code is not None and r.error_code not in RECORDED_ERRORS:
+            if r.error_code == errors.UNAVAILABLE:   # not an answer about the item: stop, resume later
                 raise errors.ServerUnavailable(r.error)
             out.write(r.to_dict())
             counts[r.error_code or "ok"] += 1
@@ -108,6 +107,9 @@ def main(argv=None) -> int:
     ap.add_argument("--policy", choices=POLICIES, default="least_outstanding", help="endpoint selection")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
     ap.add_argument("--retries", type=int, default=8, help="retries of unavailable servers, with backoff (default: 8)")
+    ap.add_argument("--retry-for", type=float, default=300.0,
+                    help="keep retrying an unavailable server (restart, overload) for this many seconds "
+                         "before stopping with a --resume hint (default: 300)")
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip files larger than this")
     ap.add_argument("--histogram", type=Path, help="also write a score histogram PNG (needs matplotlib)")
     args = ap.parse_args(argv)

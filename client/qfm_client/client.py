@@ -8,7 +8,7 @@ from tritonclient.utils import InferenceServerException
 
 from qfm_client import errors, protocol
 from qfm_client.endpoints import EndpointPool, backoff_delays
-from qfm_client.inputs import DEFAULT_MAX_BYTES, item_name, to_bytes
+from qfm_client.inputs import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES, item_name, sniff_format, to_bytes
 from qfm_client.types import ScoreResult
 
 
@@ -17,10 +17,12 @@ class _Core:
 
     def __init__(self, urls, timeout: float = 60.0, retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
                  batch_size: int = 8, policy: str = "least_outstanding", max_bytes: int = DEFAULT_MAX_BYTES,
-                 neighbors: int = 0):
+                 neighbors: int = 0, retry_for: float | None = None,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
         self.pool = EndpointPool(urls, policy)
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.batch_size, self.max_bytes, self.neighbors = max(1, batch_size), max_bytes, neighbors
+        self.retry_for, self.max_request_bytes = retry_for, max(max_request_bytes, max_bytes)
 
     def prepare(self, items, offset: int = 0) -> tuple[list[tuple[str, bytes]], list[ScoreResult]]:
         """(name, bytes) to send, and results for items that fail before sending."""
@@ -37,12 +39,26 @@ class _Core:
                                           error=f"{len(data)} bytes > limit {self.max_bytes}"))
             elif not data:
                 failed.append(ScoreResult(name, error_code=errors.INVALID_IMAGE, error="empty file"))
+            elif sniff_format(data) is None:   # never send what the server's allow-list refuses
+                failed.append(ScoreResult(name, error_code=errors.UNSUPPORTED_FORMAT,
+                                          error="not a JPEG, PNG, WebP, BMP, TIFF or GIF file"))
             else:
                 ready.append((name, data))
         return ready, failed
 
     def chunks(self, ready):
-        return [ready[i:i + self.batch_size] for i in range(0, len(ready), self.batch_size)]
+        """Requests of at most batch_size images and max_request_bytes (the server's cap is 256 MiB)."""
+        out, cur, size = [], [], 0
+        for name, data in ready:
+            if cur and (len(cur) == self.batch_size or size + len(data) > self.max_request_bytes):
+                out.append(cur)
+                cur, size = [], 0
+            cur.append((name, data))
+            size += len(data)
+        return out + ([cur] if cur else [])
+
+    def delays(self):
+        return backoff_delays(self.retries, self.backoff, self.max_backoff, retry_for=self.retry_for)
 
 
 class QFMClient(_Core):
@@ -83,7 +99,7 @@ class QFMClient(_Core):
     def _infer(self, blobs: list[bytes], names: list[str]) -> list[ScoreResult]:
         """One request with retries; raises InferenceServerException for non-transient errors."""
         avoid: set = set()
-        delays = backoff_delays(self.retries, self.backoff, self.max_backoff)
+        delays = self.delays()
         while True:
             with self.pool.use(avoid) as url:
                 try:

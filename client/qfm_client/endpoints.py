@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 import threading
 from contextlib import contextmanager
 
@@ -47,8 +48,13 @@ class EndpointPool:
             self.release(url)
 
 
-def backoff_delays(retries: int, base: float, cap: float, rng: random.Random | None = None):
-    """Full-jitter exponential backoff: retry i waits uniform(0, min(cap, base * 2**i))."""
+def backoff_delays(retries: int, base: float, cap: float, rng: random.Random | None = None,
+                   retry_for: float | None = None):
+    """Full-jitter exponential backoff: retry i waits uniform(0, min(cap, base * 2**i)).
+    With `retry_for` (seconds), retries go on until that much time has passed instead of
+    stopping after `retries` (a batch job riding out a server restart)."""
     rng = rng or random.Random()
-    for i in range(retries):
-        yield rng.uniform(0, min(cap, base * (2 ** i)))
+    start, i = time.monotonic(), 0
+    while (i < retries) if retry_for is None else (time.monotonic() - start < retry_for):
+        yield rng.uniform(0, min(cap, base * (2 ** min(i, 30))))
+        i += 1

@@ -20,3 +20,8 @@ TOO_LARGE = "TOO_LARGE"  # over the client's byte cap, never sent
 UNREADABLE = "UNREADABLE"  # the file could not be read locally
 SERVER_ERROR = "SERVER_ERROR"  # the server failed for another reason (after retries)
 UNAVAILABLE = "UNAVAILABLE"  # no endpoint could take the request (after retries)
+UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"  # not an allowed format (checked locally, and by the server)
+# The server's per-image codes (qfm_preprocess, training/image_guard.py) arrive as they are:
+# EMPTY, TOO_MANY_BYTES, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS, TOO_SMALL, BAD_ASPECT, CORRUPT.
+SERVER_ITEM_CODES = ("EMPTY", "TOO_MANY_BYTES", "UNSUPPORTED_FORMAT", "TOO_MANY_PIXELS", "TOO_SMALL", "BAD_ASPECT",
+                     "CORRUPT")

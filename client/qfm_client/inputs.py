@@ -6,7 +6,19 @@ import os
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # also the server's practical limit per image
+DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the server's limit per image (qfm_preprocess max_image_bytes)
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # per request; the server refuses requests over 256 MiB
+
+# Magic numbers of the formats the server decodes (its allow-list, training/image_guard.py).
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format from the first bytes, or None when it is not one the server accepts."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
 
 
 def to_bytes(item) -> bytes:

@@ -8,7 +8,7 @@ from qfm_client.types import Neighbor, ScoreResult
 
 MODEL = "qfm_iqm"
 INPUT = "IMAGE"
-SCORE, EMBEDDING = "SCORE", "EMBEDDING"
+SCORE, EMBEDDING, ITEM_ERROR = "SCORE", "EMBEDDING", "ITEM_ERROR"
 NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES = "NEIGHBOR_IDS", "NEIGHBOR_SCORES", "NEIGHBOR_DISTANCES"
 RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
@@ -22,7 +22,7 @@ def build_request(module, blobs: list[bytes], neighbors: bool):
     # EMBEDDING always rides along: Triton 2.51 fails an ensemble request that asks for SCORE alone
     # ("unexpected deadlock, at least one output is not set"; seen with the pip server), while
     # SCORE + EMBEDDING works. It costs 1.5 KB per image.
-    names = [SCORE, EMBEDDING] + ([NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES] if neighbors else [])
+    names = [SCORE, EMBEDDING, ITEM_ERROR] + ([NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES] if neighbors else [])
     return [inp], [grpcclient.InferRequestedOutput(n) for n in names]
 
 
@@ -32,7 +32,15 @@ def parse_result(result, names: list[str], k: int | None, endpoint: str) -> list
         raise ValueError(f"server returned {len(scores)} scores for {len(names)} images")
     out = []
     ids = result.as_numpy(NEIGHBOR_IDS) if k else None
+    problems = result.as_numpy(ITEM_ERROR)
+    problems = [b"" for _ in names] if problems is None else problems.reshape(-1)
     for i, name in enumerate(names):
+        problem = problems[i].decode(errors="replace") if isinstance(problems[i], bytes) else str(problems[i])
+        if problem:   # "CODE: message" from the server's preprocess; this item's other outputs are void
+            code, _, message = problem.partition(":")
+            out.append(ScoreResult(name, error_code=code.strip() or "INVALID_IMAGE", error=message.strip(),
+                                   endpoint=endpoint))
+            continue
         neigh = []
         if ids is not None:
             ns, nd = result.as_numpy(NEIGHBOR_SCORES), result.as_numpy(NEIGHBOR_DISTANCES)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from safetensors.numpy import load_file
+from export.bank import load_bank
 
 
 class TritonPythonModel:
@@ -19,11 +19,14 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         here = Path(__file__).parent
-        bank = load_file(str(here / params.get("bank_file", "bank.safetensors")))
+        bank = load_bank(here / params.get("bank_file", "bank.safetensors"))   # clear errors on bad files
         self.bank = np.ascontiguousarray(bank["embeddings"], np.float32)
         self.bank_scores, self.bank_ids = bank["scores"].astype(np.float32), bank["ids"].astype(np.int64)
-        self.session = ort.InferenceSession(str(here / params.get("onnx_file", "match.onnx")),
-                                            providers=["CPUExecutionProvider"])
+        onnx_path = here / params.get("onnx_file", "match.onnx")
+        if not onnx_path.exists():
+            raise pb_utils.TritonModelException(f"{onnx_path} is missing: regenerate the repository with "
+                                                "export/triton_repo.py")
+        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         k = self.session.get_outputs()[1].shape[1]
         if len(self.bank) < k:
             raise pb_utils.TritonModelException(f"bank has {len(self.bank)} entries, fewer than k={k}")
