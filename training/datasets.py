@@ -46,9 +46,15 @@ class MixtureSampler(Sampler):
     """Each epoch draws `per_source[k]` indices from source k (all of it when None; with
     replacement only when asking for more than it has) and shuffles them together."""
 
-    def __init__(self, sizes: list[int], per_source: list[int | None], seed: int):
+    def __init__(self, sizes: list[int], per_source: list[int | None], seed: int, global_batch: int = 0,
+                 rank: int = 0, world: int = 1):
         self.offsets = np.cumsum([0] + sizes[:-1])
         self.sizes, self.per_source, self.seed, self.epoch = sizes, per_source, seed, 0
+        # Distributed: every process draws the same plan; process r takes slice r of each global
+        # batch (the trailing partial batch is dropped, as the loader's drop_last does anyway).
+        self.global_batch, self.rank, self.world = global_batch, rank, world
+        if world > 1 and (global_batch <= 0 or global_batch % world):
+            raise ValueError(f"batch_size {global_batch} must be a positive multiple of the {world} processes")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -61,8 +67,18 @@ class MixtureSampler(Sampler):
             parts.append(off + rng.choice(size, want, replace=want > size))
         return rng.permutation(np.concatenate(parts))
 
+    def _total(self) -> int:
+        return int(sum(s if w is None else w for s, w in zip(self.sizes, self.per_source)))
+
     def __iter__(self):
-        return iter(self._plan().tolist())
+        plan = self._plan()
+        if self.world > 1:
+            per = self.global_batch // self.world
+            batches = plan[: len(plan) // self.global_batch * self.global_batch].reshape(-1, self.global_batch)
+            plan = batches[:, self.rank * per:(self.rank + 1) * per].reshape(-1)
+        return iter(plan.tolist())
 
     def __len__(self) -> int:
-        return int(sum(s if w is None else w for s, w in zip(self.sizes, self.per_source)))
+        if self.world > 1:
+            return self._total() // self.global_batch * (self.global_batch // self.world)
+        return self._total()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from training.config import load_config
 from training.data.registry import load_dataset
+from training import distributed
 from training.trainer import fit
 
 
@@ -37,13 +38,21 @@ def main(argv=None) -> int:
     cfg = load_config(args.config)
     if args.epochs is not None:
         cfg["train"]["epochs"] = args.epochs
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.config, args.out / "config.yaml")
-    (args.out / "command.txt").write_text(shlex.join([sys.executable, *sys.argv]) + "\n")
-    metrics = fit(cfg, args.out, load_sources(cfg["data"]["train"]), load_val(cfg["data"]["val"]))
-    print(json.dumps({"out": str(args.out), "epoch": metrics["final_epoch"], "val": metrics["val"]}, indent=2))
+    ctx = distributed.init()   # under torchrun: one process per GPU (or CPU worker), see distributed.py
+    if ctx.main:
+        if args.fresh and args.out.exists():
+            shutil.rmtree(args.out)
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.config, args.out / "config.yaml")
+        launcher = "torchrun x%d " % ctx.world if ctx.enabled else ""
+        (args.out / "command.txt").write_text(launcher + shlex.join([sys.executable, *sys.argv]) + "\n")
+    ctx.barrier()
+    try:
+        metrics = fit(cfg, args.out, load_sources(cfg["data"]["train"]), load_val(cfg["data"]["val"]))
+    finally:
+        distributed.shutdown(ctx)
+    if ctx.main:
+        print(json.dumps({"out": str(args.out), "epoch": metrics["final_epoch"], "val": metrics["val"]}, indent=2))
     return 0
 
 

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
+from training import distributed
 from training.checkpoint import load_student, load_training_state, save_student, save_training_state
 from training.data.meta import MetaInfo
 from training.datasets import ImageCache, MixtureSampler, RandomCropDataset
@@ -50,7 +51,8 @@ def build_student(cfg: dict) -> QFMStudent:
     return QFMStudent(student_config(name, **s))
 
 
-def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: MemoryBank | None, cfg: dict) -> tuple[torch.Tensor, dict]:
+def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: MemoryBank | None, cfg: dict,
+             ctx: distributed.Context | None = None) -> tuple[torch.Tensor, dict]:
     """One training step's loss: clean regression, and with QFM on, the semantic-noise
     perturbed prediction and its consistency with the clean one."""
     lc, qc = cfg["loss"], cfg["qfm"]
@@ -76,8 +78,22 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
                 lcons = consistency_loss(score[valid] / unit, p_score[valid] / unit)
                 loss = loss + lc["w_perturbed"] * lpert + lc["w_consistency"] * lcons
                 logs.update(pert=lpert.item(), cons=lcons.item(), matched=valid.float().mean().item())
+        if ctx is not None and ctx.enabled:   # one memory on every process: push everyone's batch
+            semantic, y = ctx.all_gather(semantic), ctx.all_gather(y.to(semantic.dtype))
         memory.push(semantic, y)
     return loss, logs
+
+
+class TrainStep(torch.nn.Module):
+    """The whole training step as one module, so DistributedDataParallel sees a single forward
+    (the step calls the student twice: clean and perturbed)."""
+
+    def __init__(self, model: QFMStudent, memory: MemoryBank | None, cfg: dict, ctx: distributed.Context):
+        super().__init__()
+        self.model, self.memory, self.cfg, self.ctx = model, memory, cfg, ctx
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        return qfm_step(self.model, x, y, self.memory, self.cfg, self.ctx)
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -115,7 +131,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int | None]], val_meta: MetaInfo | None,
         resume: bool = True) -> dict:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.init()
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
     tc = cfg["train"]
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
@@ -124,16 +142,21 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
     mc = model.cfg
     caches = [ImageCache(m, f"decode {m.name} ({len(m)})") for m, _ in train_sources]
     crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k) for k, c in enumerate(caches)]
-    sampler = MixtureSampler([len(c) for c in caches], [n for _, n in train_sources], cfg["seed"])
-    loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"], sampler=sampler, drop_last=True,
-                        num_workers=0)
-    val_cache = ImageCache(val_meta, f"decode val {val_meta.name} ({len(val_meta)})") if val_meta is not None else None
+    sampler = MixtureSampler([len(c) for c in caches], [n for _, n in train_sources], cfg["seed"],
+                             global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world)
+    loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"] // ctx.world, sampler=sampler,
+                        drop_last=True, num_workers=0)
+    val_cache = ImageCache(val_meta, f"decode val {val_meta.name} ({len(val_meta)})") \
+        if val_meta is not None and ctx.main else None
 
     opt = torch.optim.AdamW(model.param_groups(tc["lr"], tc["backbone_lr_scale"], tc["weight_decay"]))
     total_steps = tc["epochs"] * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(tc["warmup_steps"], total_steps))
     memory = MemoryBank(cfg["qfm"]["memory_size"], mc.embed_dim) if cfg["qfm"]["enabled"] else None
     model = model.to(memory_format=torch.channels_last)
+    step = TrainStep(model, memory, cfg, ctx)
+    if ctx.enabled:   # averages gradients across processes during backward
+        step = torch.nn.parallel.DistributedDataParallel(step)
 
     state = {"epoch": 0, "history": []}
     state_dir = out / "state"
@@ -154,9 +177,9 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
             d.epoch = epoch
         model.train()
         losses = []
-        bar = tqdm(loader, desc=f"epoch {epoch}/{tc['epochs']}", unit="batch", leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch}/{tc['epochs']}", unit="batch", leave=False, disable=not ctx.main)
         for x, y in bar:
-            loss, logs = qfm_step(model, x.to(memory_format=torch.channels_last), y, memory, cfg)
+            loss, logs = step(x.to(memory_format=torch.channels_last), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -171,18 +194,22 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
             entry["val"] = iqa_metrics(pred, val_cache.targets)
         state["history"].append(entry)
         state["epoch"] = epoch
-        tqdm.write(json.dumps({k: (v if k != "val" else {m: round(v[m], 4) for m in ("srcc", "plcc")})
-                               for k, v in entry.items()}))
-        # Checkpoint the model first, then the state that says the epoch is done: a crash between
-        # the two only repeats an epoch, it never skips one.
-        save_student(model, out / "checkpoint", extra={"epoch": epoch, "seed": cfg["seed"]})
-        save_training_state(opt, state, state_dir, None if memory is None else memory.state_dict())
-        plot_curves(state["history"], out / "curve.png")
+        if ctx.main:
+            tqdm.write(json.dumps({k: (v if k != "val" else {m: round(v[m], 4) for m in ("srcc", "plcc")})
+                                   for k, v in entry.items()}))
+            # Checkpoint the model first, then the state that says the epoch is done: a crash
+            # between the two only repeats an epoch, it never skips one.
+            save_student(model, out / "checkpoint", extra={"epoch": epoch, "seed": cfg["seed"],
+                                                           "processes": ctx.world})
+            save_training_state(opt, state, state_dir, None if memory is None else memory.state_dict())
+            plot_curves(state["history"], out / "curve.png")
+        ctx.barrier()   # nobody starts the next epoch before rank 0 has saved this one
 
     final = state["history"][-1] if state["history"] else {}
     metrics = {"final_epoch": state["epoch"], "val": final.get("val"), "history": state["history"],
                "val_dataset": None if val_meta is None else {"name": val_meta.name, "n": len(val_meta), **val_meta.extra}}
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    if ctx.main:
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        os.replace(tmp, out / "metrics.json")
     return metrics

@@ -111,7 +111,11 @@ class QFMStudent(nn.Module):
     def _frozen_modules(self, n: int) -> list[nn.Module]:
         if n <= 0 or not hasattr(self.backbone, "blocks") or not hasattr(self.backbone, "conv_stem"):
             return []  # freezing is implemented for the EfficientNet family only
-        return [self.backbone.conv_stem, self.backbone.bn1, *self.backbone.blocks[:n]]
+        frozen = [self.backbone.conv_stem, self.backbone.bn1, *self.backbone.blocks[:n]]
+        if n > len(self.backbone.blocks):   # "more than all blocks": the head conv too (a linear probe)
+            frozen += [m for m in (getattr(self.backbone, "conv_head", None), getattr(self.backbone, "bn2", None))
+                       if m is not None]
+        return frozen
 
     def _freeze_stages(self, n: int) -> None:
         self._frozen = self._frozen_modules(n)
