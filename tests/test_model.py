@@ -92,3 +92,16 @@ def test_checkpoint_roundtrip_fp32_and_fp16(tmp_path, tiny_input):
     assert (s16 - ref_score).abs().max() < 0.5  # fp16 storage only rounds the weights
     with pytest.raises(FileNotFoundError):
         load_student(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("name,size", [("qfm_lite0", 224), ("qfm_lite1", 240), ("qfm_lite2", 260)])
+def test_every_lite_student_runs_at_its_input_size(name, size):
+    """Lite1/Lite2 inputs are not multiples of 32: stage maps must still pool to one grid."""
+    import torch
+    from training.models.registry import student_config
+    from training.models.student import QFMStudent
+    model = QFMStudent(student_config(name, pretrained="none")).eval()
+    assert model.cfg.input_size == size
+    with torch.no_grad():
+        score, emb = model(torch.zeros(2, 3, size, size))
+    assert score.shape == (2,) and emb.shape == (2, 384)

@@ -135,7 +135,9 @@ class QFMStudent(nn.Module):
         if final.ndim == 3:  # ViT: (B, prefix + N, C) tokens -> (B, C, h, w) grid
             grid = inter[-1].shape[-2:]
             final = final[:, self.num_prefix_tokens:].transpose(1, 2).reshape(final.shape[0], -1, *grid)
-        maps = [F.avg_pool2d(m, f) if f > 1 else m for m, f in zip(inter, self.pool_factors)] + [final]
+        # ceil_mode: at inputs that are not a multiple of 32 (Lite1 240 px, Lite2 260 px) the stage
+        # maps are 30/15 or 33/17 px against a final 8 or 9; at 224 px it changes nothing.
+        maps = [F.avg_pool2d(m, f, ceil_mode=True) if f > 1 else m for m, f in zip(inter, self.pool_factors)] + [final]
         feats = torch.cat(maps, dim=1).flatten(2).transpose(1, 2)
         return self.token_proj(self.token_norm(feats))
 
