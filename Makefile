@@ -8,7 +8,7 @@ GRPC_PORT    ?= 8001
 HTTP_PORT    ?= 8000
 METRICS_PORT ?= 8002
 
-.PHONY: venv test demo serve bench synthetic pretrain bundle protocol clean-venv
+.PHONY: venv test demo serve bench synthetic pretrain bundle protocol ablation baselines distill accuracy clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -55,6 +55,21 @@ protocol: pretrain
 bundle: protocol
 	$(PY) training/train.py --config training/configs/bundled.yaml --out runs/bundled
 	$(PY) training/package_model.py --run runs/bundled --out models/qfm_iqm --protocol runs/livec_protocol/protocol.json
+
+# Issue #3's experiments on the LIVEC protocol splits, then one table + plot (runs/accuracy_report.*).
+ABLATIONS := a_plain b_gate_decoder c_qfm d_qfm_scratch e_qfm_synthetic_init
+ablation: pretrain
+	for v in $(ABLATIONS); do test -f runs/ablation/$$v/protocol.json || \
+	  $(PY) training/protocol.py --config training/configs/ablation/$$v.yaml --dataset livec --repeats 3 --out runs/ablation/$$v || exit 1; done
+
+baselines: $(STAMP)
+	$(PY) training/baselines.py --dataset livec --repeats 3 --out runs/baselines/livec.json
+
+distill: $(STAMP) data_cache/synthetic/train.csv
+	$(PY) training/distill.py --config training/configs/distill_livec.yaml --dataset livec --repeats 3 --out runs/distill_livec
+
+accuracy: ablation baselines distill
+	$(PY) training/accuracy_report.py --out runs/accuracy_report
 
 clean-venv:
 	rm -rf $(VENV)
