@@ -38,6 +38,32 @@ def compute_ns(url: str) -> dict:
     return out
 
 
+def _client_cpu() -> float:
+    """CPU seconds of this process (all threads): the benchmark client, or in-process ORT."""
+    import resource
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+
+def _ort_cpu_seconds(path: Path, x, runs: int) -> float:
+    """CPU seconds (both threads) of one in-process ONNX Runtime call on x, session already warm."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, {"image": x})
+    c0 = _client_cpu()
+    for _ in range(runs):
+        sess.run(None, {"image": x})
+    return (_client_cpu() - c0) / runs
+
+
+def _images_served(url: str) -> int:
+    import tritonclient.grpc as grpcclient
+    s = grpcclient.InferenceServerClient(url).get_inference_statistics("qfm_aggregate", as_json=True)
+    return int(s["model_stats"][0].get("inference_count", 0))   # aggregate: one inference per image
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
@@ -55,6 +81,7 @@ def main(argv=None) -> int:
     model = load_student(args.checkpoint)
     eager = statistics.median(inprocess_bench.bench_torch_eager(model, x, 1, 5))
     ort32 = statistics.median(inprocess_bench.bench_ort(REPO / "build" / "qfm_student_fp32.onnx", x, 2, 10, 2))
+    ort32_cpu = _ort_cpu_seconds(REPO / "build" / "qfm_student_fp32.onnx", x, runs=5)
     crops_per_image = 9
     inproc = {"torch_eager_crops_per_s": len(x) / eager, "ort_fp32_crops_per_s": len(x) / ort32,
               "ort_fp32_images_per_s": len(x) / ort32 / crops_per_image}
@@ -65,11 +92,24 @@ def main(argv=None) -> int:
         "images_per_s_one_core"]
 
     with TritonServer(REPO / "triton_repo") as server:
+        cpu0, client0, served0 = server.cpu_seconds(), _client_cpu(), _images_served(server.grpc_url)
         sweep = serve_bench.sweep(server.grpc_url, args.checkpoint, [1, 4, 8, 16], args.window, 0.10, 5,
                                   targets=("ensemble",))
+        cpu1, client1, served1 = server.cpu_seconds(), _client_cpu(), _images_served(server.grpc_url)
         steps = compute_ns(server.grpc_url)
         sweep.update(serve_bench.sweep(server.grpc_url, args.checkpoint, [4, 8], args.window, 0.10, 5,
                                        targets=("student",)))
+    # Where the time goes: CPU-milliseconds per image by process over the whole ensemble sweep,
+    # beside the in-process ONNX Runtime cost of the same 9 crops (both cores' worth of CPU time).
+    images = max(1, served1 - served0)
+    cpu_ms = {k: 1000 * (cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / images for k in cpu1}
+    cpu_ms["client (this process: asyncio gRPC)"] = 1000 * (client1 - client0) / images
+    inproc_cpu_ms = 1000 * ort32_cpu / len(x) * crops_per_image
+    print(f"\nCPU ms per image over the ensemble sweep ({images} images), vs in-process ONNX Runtime "
+          f"{inproc_cpu_ms:.0f} ms (CPU time, 2 threads, 9 crops):")
+    for k, v in sorted(cpu_ms.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:38s} {v:7.1f}")
+    print(f"  {'total':38s} {sum(cpu_ms.values()):7.1f}")
     best = max(sweep["ensemble"], key=lambda r: r["images_per_s"])
     best_student = max(sweep["student"], key=lambda r: r["images_per_s"])
     ratios = {
@@ -86,7 +126,7 @@ def main(argv=None) -> int:
     print(f"\nbest ensemble: {best['images_per_s']:.1f} images/s at concurrency {best['concurrency']} "
           f"(p50 {best['p50_ms']:.0f} ms, p99 {best['p99_ms']:.0f} ms); preprocessing alone {pre_ips:.1f} images/s "
           f"on one core; server compute by step: " + ", ".join(f"{k} {v / 1e9:.1f} s" for k, v in steps.items()))
-    write_json({"inprocess": inproc, "preprocess_images_per_s_one_core": pre_ips, "sweep": sweep,
+    write_json({"cpu_ms_per_image": cpu_ms, "inprocess_ort_cpu_ms_per_image": inproc_cpu_ms, "inprocess": inproc, "preprocess_images_per_s_one_core": pre_ips, "sweep": sweep,
                 "server_compute_ns": steps, "ratios": ratios, "targets": TARGETS}, args.out)
     serve_bench.plot(sweep, args.out.with_suffix(".png"))
     return 0 if pre == 0 else 1

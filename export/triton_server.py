@@ -153,6 +153,36 @@ class TritonServer:
             self.proc.wait()
             self._log.close()
 
+    def _group(self):
+        """(pid, /proc/pid) of the server and its backend stubs (its process group)."""
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.proc.pid:
+                    yield fields, stat.parent
+            except (OSError, IndexError, ValueError):
+                continue
+
+    def cpu_seconds(self) -> dict:
+        """CPU time (user + system) so far of tritonserver and of each Python-backend stub, by model
+        name (read from the stub's command line, which holds its model.py path)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict = {}
+        for fields, proc_dir in self._group():
+            secs = (int(fields[11]) + int(fields[12])) / tick      # utime, stime
+            label = "tritonserver"
+            try:
+                args = (proc_dir / "cmdline").read_bytes().split(b"\0")
+                model_py = next((a.decode() for a in args if a.endswith(b"model.py")), None)
+                if model_py:
+                    label = Path(model_py).parent.parent.name
+                elif b"stub" in args[0]:
+                    label = "stub"
+            except OSError:
+                pass
+            out[label] = out.get(label, 0.0) + secs
+        return out
+
     def rss_bytes(self) -> int:
         """Resident memory of the server and its Python-backend stubs (its process group)."""
         total = 0
