@@ -22,7 +22,7 @@ ROWS = [  # (label, file, how to read the per-seed SRCC/PLCC)
     ("    Lite2 teacher itself", "runs/distill_livec/distill.json", ("teacher",)),
     ("(d) = (c) from scratch (no ImageNet)", "runs/ablation/d_qfm_scratch/protocol.json", ()),
     ("(e) = (c) from synthetic pretraining", "runs/ablation/e_qfm_synthetic_init/protocol.json", ()),
-    ("(f) = (c), 8 epochs, only stem + block 0 frozen", "runs/ablation/f_qfm_longer_unfrozen/protocol.json", ()),
+    ("(f) = (e), 8 epochs, only stem + block 0 frozen", "runs/ablation/f_qfm_longer_unfrozen/protocol.json", ()),
     ("full recipe, 8 epochs + synthetic replay (bundled recipe)", "runs/livec_protocol/protocol.json", ()),
 ]
 
