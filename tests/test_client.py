@@ -147,9 +147,13 @@ def test_unreachable_server_is_reported_not_hidden(tmp_path):
 @pytest.mark.slow
 def test_cli_job_interrupted_and_resumed_scores_every_item_once(servers, image_dir, tmp_path):
     out = tmp_path / "results.jsonl"
-    cmd = QFM_SCORE + [str(image_dir), "--url", servers[0].grpc_url, "--url", servers[1].grpc_url,
-                       "--out", str(out), "--concurrency", "4", "--batch-size", "4"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # One small request at a time, so the job outlasts the wait below even on a loaded machine
+    # (seen: at concurrency 4 the 1000 images finished before a starved test process reacted).
+    def cmd(concurrency, batch):
+        return QFM_SCORE + [str(image_dir), "--url", servers[0].grpc_url, "--url", servers[1].grpc_url,
+                            "--out", str(out), "--concurrency", str(concurrency), "--batch-size", str(batch)]
+
+    proc = subprocess.Popen(cmd(1, 2), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 200):
         time.sleep(0.2)
@@ -160,7 +164,7 @@ def test_cli_job_interrupted_and_resumed_scores_every_item_once(servers, image_d
     p = subprocess.run(QFM_SCORE[:3] + [str(image_dir), "--url", servers[0].grpc_url, "--out", str(out)],
                        cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 2 and "--resume" in p.stderr  # refuses to clobber without --resume
-    p = subprocess.run(cmd + ["--resume", "--histogram", str(tmp_path / "hist.png")], cwd=REPO,
+    p = subprocess.run(cmd(4, 4) + ["--resume", "--histogram", str(tmp_path / "hist.png")], cwd=REPO,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     records = [json.loads(line) for line in out.read_text().splitlines()]

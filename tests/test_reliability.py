@@ -32,8 +32,15 @@ CORPUS = corpus()
 
 
 @pytest.fixture(scope="module")
-def server(fast_repo):
-    with TritonServer(fast_repo) as srv:
+def server(fast_repo, tmp_path_factory):
+    """The fast repository with ONNX Runtime's CPU arena off: the arena keeps the largest batch
+    buffers it has met (measured +0.6 to +1 GB in the first minutes, depending on how batches form
+    on a loaded machine) and would hide or fake a leak; without it, RSS growth is our code's."""
+    repo = tmp_path_factory.mktemp("no_arena") / "repo"
+    shutil.copytree(fast_repo, repo)
+    cfg = repo / "qfm_student" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
+    with TritonServer(repo) as srv:
         yield srv
 
 
@@ -134,8 +141,7 @@ async def _load(url: str, clients: int, seconds: float, blobs: list[bytes]) -> d
 
 def _load_test(server, livec_dev, seconds: float) -> dict:
     blobs = [p.read_bytes() for p in sorted((livec_dev / "images").glob("*"))[:16]]
-    # Warm-up at full load: ONNX Runtime's arena and the backends' shared-memory pools grow to the
-    # largest batch they meet in the first ~30 s (measured: +1 GB), then stay (qfm_student model.py).
+    # Warm-up at full load: the backends' shared-memory pools and allocators reach their working size.
     asyncio.run(_load(server.grpc_url, 64, min(30.0, seconds / 2), blobs))
     rss_before = server.rss_bytes()
     stats = asyncio.run(_load(server.grpc_url, 64, seconds, blobs))
@@ -156,15 +162,16 @@ def test_64_clients_for_60_seconds_lose_nothing(server, livec_dev):
     assert stats["failed"] == 0, stats["failures"]
     assert stats["requests"] >= 64                       # every client completed requests
     # Bounded growth: after warm-up, a minute of traffic may not grow the server by more than
-    # 25% of its size or 150 MB, whichever is larger (leaking one request's crops, 0.6 MB, would
-    # add ~60 MB/s at the ~100 requests/s measured here).
-    assert stats["rss_growth_mb"] <= max(150.0, 0.25 * stats["rss_before_mb"]), stats
+    # 30% of its size or 400 MB, whichever is larger (without the arena RSS swings by ~300 MB as
+    # batches of different sizes come and go; leaking even a third of one request's 0.6 MB of
+    # crops would add > 400 MB over the 2000-6000 requests of a minute here).
+    assert stats["rss_growth_mb"] <= max(400.0, 0.30 * stats["rss_before_mb"]), stats
 
 
 @pytest.mark.soak
 def test_soak_ten_minutes(server, livec_dev):
     stats = _load_test(server, livec_dev, 600.0)
-    assert stats["failed"] == 0 and stats["rss_growth_mb"] <= max(150.0, 0.25 * stats["rss_before_mb"]), stats
+    assert stats["failed"] == 0 and stats["rss_growth_mb"] <= max(400.0, 0.30 * stats["rss_before_mb"]), stats
 
 
 @pytest.mark.slow
