@@ -26,7 +26,13 @@ class TritonPythonModel:
         if not onnx_path.exists():
             raise pb_utils.TritonModelException(f"{onnx_path} is missing: regenerate the repository with "
                                                 "export/triton_repo.py")
-        self.session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        # One thread, no spin-waiting: a (N, 384) x (384, M) product is tiny, and ONNX Runtime's
+        # default pool (one spinning thread per core) burned 15.7 CPU-ms per image here, taken
+        # from the student (benchmarks/bench_report.py, "CPU ms per image").
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
         k = self.session.get_outputs()[1].shape[1]
         if len(self.bank) < k:
             raise pb_utils.TritonModelException(f"bank has {len(self.bank)} entries, fewer than k={k}")
