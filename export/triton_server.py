@@ -158,7 +158,7 @@ class TritonServer:
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.proc.pid:
+                if int(fields[2]) == self.proc.pid:           # stat field 5: process group id
                     yield fields, stat.parent
             except (OSError, IndexError, ValueError):
                 continue
@@ -185,15 +185,8 @@ class TritonServer:
 
     def rss_bytes(self) -> int:
         """Resident memory of the server and its Python-backend stubs (its process group)."""
-        total = 0
-        for status in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = status.read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == self.proc.pid:           # field 5 of stat: process group id
-                    total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")   # field 24: rss in pages
-            except (OSError, IndexError, ValueError):
-                continue
-        return total
+        page = os.sysconf("SC_PAGE_SIZE")
+        return sum(int(fields[21]) * page for fields, _ in self._group())   # stat field 24: rss in pages
 
     def __enter__(self):
         return self.start() if self.proc is None else self
