@@ -60,3 +60,15 @@ def fast_repo(tmp_path_factory, exported, livec_dev):
     triton_repo.write_repository("cpu-pip", BUNDLE, out / "repo", out / "bank.safetensors",
                                  onnx=exported / "qfm_student_fp32.onnx", grid=1, k=3)
     return out / "repo"
+
+
+def infer_images(url: str, blobs: list[bytes], outputs=None, timeout: float = 120):
+    """One raw tritonclient gRPC request of encoded images to the qfm_iqm ensemble (all outputs
+    unless `outputs` names some)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    inp = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
+    inp.set_data_from_numpy(np.array(blobs, dtype=object))
+    wanted = None if outputs is None else [grpcclient.InferRequestedOutput(o) for o in outputs]
+    return client.infer("qfm_iqm", [inp], outputs=wanted, client_timeout=timeout)

@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import REPO
+from conftest import REPO, infer_images
 from export.triton_server import TritonServer, free_port
 from hostile_images import corpus, matches
 from qfm_client import QFMClient
@@ -44,12 +44,8 @@ def server(fast_repo, tmp_path_factory):
         yield srv
 
 
-def _infer(url, blobs, outputs=("SCORE", "EMBEDDING", "ITEM_ERROR")):
-    client = grpcclient.InferenceServerClient(url)
-    inp = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
-    inp.set_data_from_numpy(np.array(blobs, dtype=object))
-    return client.infer("qfm_iqm", [inp], outputs=[grpcclient.InferRequestedOutput(o) for o in outputs],
-                        client_timeout=300)
+def _infer(url, blobs):
+    return infer_images(url, blobs, outputs=("SCORE", "EMBEDDING", "ITEM_ERROR"), timeout=300)
 
 
 def test_image_guard_gives_every_corpus_case_its_outcome():

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 
-from conftest import BUNDLE, REPO, run_script
+from conftest import BUNDLE, REPO, infer_images, run_script
 from export import triton_repo
 from export.bank import load_bank
 from export.triton_server import TritonServer
@@ -37,13 +37,6 @@ def server(repo):
         yield srv
 
 
-def _infer(url, blobs):
-    client = grpcclient.InferenceServerClient(url)
-    inp = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
-    inp.set_data_from_numpy(np.array(blobs, dtype=object))
-    return client.infer("qfm_iqm", [inp], client_timeout=120)
-
-
 def test_server_is_localhost_and_ready(server):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     assert server.grpc_url.startswith("127.0.0.1:")
@@ -56,7 +49,7 @@ def test_server_is_localhost_and_ready(server):
 
 def test_ensemble_equals_inprocess_onnxruntime(server, repo, exported, livec_dev):
     blobs = [(livec_dev / "images" / n).read_bytes() for n in SAMPLES]
-    result = _infer(server.grpc_url, blobs)
+    result = infer_images(server.grpc_url, blobs)
     cfg = json.loads((BUNDLE / "config.json").read_text())["student"]
     session = ort.InferenceSession(str(exported / "qfm_student_fp32.onnx"), providers=["CPUExecutionProvider"])
     bank = load_bank(repo / "bank.safetensors")
@@ -76,11 +69,11 @@ def test_ensemble_equals_inprocess_onnxruntime(server, repo, exported, livec_dev
 
 def test_bad_image_gets_its_own_error(server, livec_dev):
     good = (livec_dev / "images" / SAMPLES[0]).read_bytes()
-    mixed = _infer(server.grpc_url, [good, b"definitely not an image", good])
+    mixed = infer_images(server.grpc_url, [good, b"definitely not an image", good])
     problems = [p.decode() for p in mixed.as_numpy("ITEM_ERROR")]
     assert problems[0] == problems[2] == "" and problems[1].startswith("UNSUPPORTED_FORMAT:")
     assert mixed.as_numpy("SCORE")[0] == pytest.approx(mixed.as_numpy("SCORE")[2], abs=1e-5)
-    alone = _infer(server.grpc_url, [good])
+    alone = infer_images(server.grpc_url, [good])
     assert alone.as_numpy("SCORE")[0] == pytest.approx(mixed.as_numpy("SCORE")[0], abs=1e-4)
 
 
@@ -93,7 +86,7 @@ def test_dynamic_batching_merges_concurrent_requests(server, livec_dev):
     def worker():
         try:
             for _ in range(3):
-                _infer(server.grpc_url, [blob])
+                infer_images(server.grpc_url, [blob])
         except Exception as e:  # collected and asserted below
             errors.append(e)
 
