@@ -65,8 +65,10 @@ ablation: pretrain
 baselines: $(STAMP)
 	$(PY) training/baselines.py --dataset livec --repeats 3 --out runs/baselines/livec.json
 
-distill: $(STAMP) data_cache/synthetic/train.csv
+distill: pretrain
 	$(PY) training/distill.py --config training/configs/distill_livec.yaml --dataset livec --repeats 3 --out runs/distill_livec
+	$(PY) training/distill.py --config training/configs/distill_livec_synthinit.yaml --dataset livec --repeats 3 --out runs/distill_livec_synthinit
+	$(PY) training/distill.py --config training/configs/distill_synthinit_replay.yaml --dataset livec --repeats 3 --out runs/distill_synthinit_replay
 
 accuracy: ablation baselines distill
 	$(PY) training/accuracy_report.py --out runs/accuracy_report

@@ -21,12 +21,15 @@ def sample_images(n: int) -> list[Path]:
     return files
 
 
-def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2) -> np.ndarray:
-    """Normalised evaluation crops of real photographs, float32 (K, 3, S, S)."""
+def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2, dtype=np.float32) -> np.ndarray:
+    """Evaluation crops of real photographs (K, 3, S, S): normalised floats, or with dtype uint8
+    the raw pixels the CPU serving student takes (it normalises in-graph)."""
     from training.transforms import grid_crops, load_rgb, normalize
 
     crops = np.concatenate([grid_crops(load_rgb(p), model_cfg["input_size"], grid) for p in sample_images(n_images)])
-    return normalize(crops, model_cfg["mean"], model_cfg["std"])
+    if np.dtype(dtype) == np.uint8:
+        return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+    return normalize(crops, model_cfg["mean"], model_cfg["std"]).astype(dtype)
 
 
 def timed(fn, warmup: int, iters: int) -> list[float]:

@@ -1,8 +1,10 @@
-"""Decode + crop + normalise throughput, images/s on one core, as the serving preprocess does it.
+"""Decode + crop (+ normalise) throughput, images/s on one core, as the serving preprocess does it.
 
     python benchmarks/preprocess_bench.py [--images 40] [--grid 3]
 
-Compares Pillow's full decode with JPEG draft mode (DCT-domain downscale; only usable when the
+decode_grid_crops is the CPU targets' qfm_preprocess (guarded decode, grid crops, uint8 NCHW; the
+student normalises in-graph); decode_grid_crops_normalised adds the NumPy normalisation that the
+GPU target (FP16 crops) still does in Python. Also Pillow's full decode vs JPEG draft mode (DCT-domain downscale; only usable when the
 model input is smaller than the photo, so here it shows the cost a resize-based plan would pay).
 """
 from __future__ import annotations
@@ -17,14 +19,21 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from benchmarks.common import sample_images, write_json
-from training.transforms import grid_crops, load_rgb, normalize
+from training.image_guard import Limits, decode_untrusted
+from training.transforms import grid_crops, normalize
 
 MEAN = STD = (0.5, 0.5, 0.5)
+LIMITS = Limits()
 
 
 def full_decode(blob: bytes, grid: int) -> np.ndarray:
-    """Exactly the serving preprocess (qfm_preprocess/1/model.py)."""
-    return normalize(grid_crops(load_rgb(io.BytesIO(blob)), 224, grid), MEAN, STD)
+    """The CPU serving preprocess (qfm_preprocess/1/model.py with UINT8 crops)."""
+    return np.ascontiguousarray(grid_crops(decode_untrusted(blob, LIMITS), 224, grid).transpose(0, 3, 1, 2))
+
+
+def full_decode_normalised(blob: bytes, grid: int) -> np.ndarray:
+    """The GPU target's preprocess: float crops normalised in NumPy."""
+    return normalize(grid_crops(decode_untrusted(blob, LIMITS), 224, grid), MEAN, STD)
 
 
 def draft_resize(blob: bytes, grid: int) -> np.ndarray:
@@ -43,7 +52,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     blobs = [p.read_bytes() for p in sample_images(args.images)]
     results = {}
-    for name, fn in (("decode_grid_crops", full_decode), ("jpeg_draft_resize", draft_resize)):
+    for name, fn in (("decode_grid_crops", full_decode), ("decode_grid_crops_normalised", full_decode_normalised),
+                     ("jpeg_draft_resize", draft_resize)):
         best = float("inf")
         for _ in range(args.repeats):
             t = time.perf_counter()

@@ -71,12 +71,15 @@ async def measure(url, make_request, concurrency: int, window: float, stability:
             "windows": len(windows), "stable": stable, "errors": len(errors)}
 
 
-def request_factories(checkpoint: Path):
+def request_factories(checkpoint: Path, url: str):
     import tritonclient.grpc as grpcclient
+    from tritonclient.utils import triton_to_np_dtype
 
     blob = sample_images(2)[1].read_bytes()
     cfg = json.loads((checkpoint / "config.json").read_text())["student"]
-    crops = crops_batch(cfg, n_images=1, grid=3)  # one image's 9 crops
+    # The student's input type differs by target (CPU: raw uint8 pixels; GPU: normalised FP16).
+    wire = grpcclient.InferenceServerClient(url).get_model_metadata("qfm_student", as_json=True)["inputs"][0]["datatype"]
+    crops = crops_batch(cfg, n_images=1, grid=3, dtype=triton_to_np_dtype(wire))  # one image's 9 crops
 
     def ensemble():
         inp = grpcclient.InferInput("IMAGE", [1], "BYTES")
@@ -84,7 +87,7 @@ def request_factories(checkpoint: Path):
         return "qfm_iqm", [inp]
 
     def student():
-        inp = grpcclient.InferInput("image", list(crops.shape), "FP32")
+        inp = grpcclient.InferInput("image", list(crops.shape), wire)
         inp.set_data_from_numpy(crops)
         return "qfm_student", [inp]
 
@@ -116,7 +119,7 @@ def plot(results: dict, path: Path) -> None:
 
 def sweep(url: str, checkpoint: Path, levels, window: float, stability: float, max_windows: int,
           targets=("ensemble", "student")) -> dict:
-    factories = request_factories(checkpoint)
+    factories = request_factories(checkpoint, url)
     results = {}
     for target in targets:
         results[target] = []

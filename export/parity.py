@@ -41,7 +41,7 @@ def ort_session(path: Path, threads: int = 0) -> ort.InferenceSession:
 
 
 def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    dtype = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(session.get_inputs()[0].type, np.float32)
     scores, embs = [], []
     for i in range(0, len(x), batch):
         s, e = session.run([io_names.SCORE, io_names.EMBEDDING], {io_names.INPUT: x[i:i + batch].astype(dtype)})

@@ -8,7 +8,8 @@
 Targets (one source for all configs below):
   cpu-pip  the tritonserver binary of the nvidia-pytriton wheel (this machine): Python backend
            only, so the student and the matcher run ONNX Runtime inside Python-backend models.
-  cpu-ngc  NGC's tritonserver container on a CPU host: native onnxruntime backend (FP32 ONNX).
+  cpu-ngc  NGC's tritonserver container on a CPU host: native onnxruntime backend.
+  Both CPU targets serve the FP32 ONNX behind a uint8 input (normalisation in-graph).
   gpu-ngc  NGC's container with a GPU: native tensorrt_plan backend (FP16 engine), FP16 crops;
            matching by the match engine with our CUDA kernel (--match-plan), else by the ONNX match
            model on the onnxruntime backend.
@@ -24,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from export import match_onnx
+from export import match_onnx, onnx_export
 from export.bank import load_bank
 
 REPO_SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"  # committed model.py files
@@ -57,9 +58,16 @@ def _params(params: dict) -> str:
     return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
 
 
+# Crop tensors between qfm_preprocess and qfm_student. CPU targets pass raw uint8 pixels and the
+# student's ONNX normalises in-graph (onnx_export.with_uint8_input: saves the preprocess ~7 ms per
+# image and 3/4 of the bytes every hop copies); the TensorRT engine takes normalised FP16.
+CROP_TYPE = {"cpu-pip": "TYPE_UINT8", "cpu-ngc": "TYPE_UINT8", "gpu-ngc": "TYPE_FP16"}
+
+
 def preprocess_config(target: str, grid: int, size: int) -> str:
-    crop_type = "TYPE_FP16" if target == "gpu-ngc" else "TYPE_FP32"
-    return (f"# Encoded image bytes -> {grid}x{grid} crops of {size}x{size} per image at native resolution, normalised.\n"
+    crop_type = CROP_TYPE[target]
+    what = "raw uint8 pixels (the student normalises)" if crop_type == "TYPE_UINT8" else "normalised"
+    return (f"# Encoded image bytes -> {grid}x{grid} crops of {size}x{size} per image at native resolution, {what}.\n"
             "# Not batched by Triton: one request carries N images and yields N*G*G crops.\n"
             'name: "qfm_preprocess"\nbackend: "python"\nmax_batch_size: 0\n'
             + _io("input", [("IMAGE", "TYPE_STRING", [-1])])
@@ -76,7 +84,7 @@ def student_config(target: str, size: int, dim: int) -> str:
     head = {"cpu-pip": 'backend: "python"\n',
             "cpu-ngc": 'platform: "onnxruntime_onnx"\ndefault_model_filename: "model.onnx"\n',
             "gpu-ngc": 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n'}[target]
-    in_type = "TYPE_FP16" if target == "gpu-ngc" else "TYPE_FP32"
+    in_type = CROP_TYPE[target]
     # The ONNX/engine score is [batch]; Triton's batched dims exclude the batch, hence [1] -> [].
     score = ("score", "TYPE_FP32", [1]) if target == "cpu-pip" else ("score", "TYPE_FP32", [1], [])
     kind = "KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"
@@ -192,7 +200,7 @@ def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx:
     if target == "gpu-ngc":
         shutil.copyfile(plan, sdir / "model.plan")
     else:
-        shutil.copyfile(onnx, sdir / "model.onnx")
+        onnx_export.with_uint8_input(onnx, sdir / "model.onnx", student["mean"], student["std"])
     if target == "cpu-pip":
         match_onnx.save(match_onnx.build_match_model(dim, k), mdir / "match.onnx")
         shutil.copyfile(bank, mdir / "bank.safetensors")

@@ -46,20 +46,25 @@ def test_evaluate_on_a_generic_csv(tmp_path, livec_dev):
 # Measured for the bundled model on the held-out synthetic photographs (models/qfm_iqm/metrics.json).
 # Issue #2 asks for SRCC and PLCC >= 0.90 there; that target is NOT met (README, "Results"), so this
 # test guards the measured level against regressions instead of pretending to check the target.
-SYNTHETIC_FLOOR = 0.55
+# Within one reference the bundle orders the degradations far better (0.85), and that is what a
+# model that forgot distortions loses first (0.47 for the no-replay distilled student, README).
+SYNTHETIC_FLOOR, WITHIN_REFERENCE_FLOOR = 0.55, 0.75
 
 
 @pytest.mark.slow
 def test_bundled_model_on_held_out_synthetic_photographs(tmp_path):
     """Recomputed from scratch: regenerate the held-out synthetic photographs (deterministic;
-    identical to a full build's test split) and evaluate the bundle on them."""
+    identical to a full build's test split) and evaluate the bundle on them, one centre crop per
+    image (package_model.py records that figure beside the 3x3 one; 1/9 of the compute)."""
     out = tmp_path / "synthetic"
     r = _run("training/data/build_synthetic.py", "--only-split", "test", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", "synthetic", "--root", out)
+    r = _run("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", "synthetic", "--root", out, "--grid", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout)
     assert result["n"] == 760
-    shipped = json.loads((BUNDLE / "metrics.json").read_text())["synthetic_test"]
+    shipped = json.loads((BUNDLE / "metrics.json").read_text())["synthetic_test_grid1"]
     assert result["srcc"] == pytest.approx(shipped["srcc"], abs=1e-3)  # metrics.json is what this computes
     assert result["srcc"] >= SYNTHETIC_FLOOR and result["plcc"] >= SYNTHETIC_FLOOR, result
+    within = result["srcc_within_reference"]
+    assert within["groups"] == 5 and within["median"] >= WITHIN_REFERENCE_FLOOR, within

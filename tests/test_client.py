@@ -140,7 +140,7 @@ def test_unreachable_server_is_reported_not_hidden(tmp_path):
     (tmp_path / "a.png").write_bytes(_png(2))
     p = subprocess.run(QFM_SCORE + [str(tmp_path / "a.png"), "--url", url, "--out", str(tmp_path / "o.jsonl"),
                                     "--retries", "1", "--timeout", "2"], capture_output=True, text=True, cwd=REPO)
-    assert p.returncode == 3 and "rerun with --resume" in p.stderr
+    assert p.returncode == 3 and "rerun with --resume" in p.stderr and f"no Triton server answers at {url}" in p.stderr
     assert (tmp_path / "o.jsonl").read_text() == ""  # nothing recorded for unscored items
 
 

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from conftest import BUNDLE, run_script as _run
-from export import io_names, parity
+from export import io_names, onnx_export, parity
 from export.onnx_export import check
 from training.checkpoint import load_student
 from training.transforms import grid_crops, load_rgb, normalize
@@ -52,6 +52,19 @@ def test_parity_on_real_photographs_and_odd_batches(exported, model, livec_dev):
         assert r32["min_embedding_cosine"] > 0.99999
     r16 = parity.compare(ref, parity.run_onnx(fp16, x, 7))
     assert r16["max_abs_score_diff"] <= 0.5 and r16["srcc_vs_reference"] >= 0.999, r16
+
+
+def test_uint8_serving_model_normalises_like_the_preprocess(exported, model, livec_dev, tmp_path):
+    """The CPU serving student takes raw pixels and normalises in-graph: same scores as PyTorch on
+    NumPy-normalised crops."""
+    rows = (livec_dev / "mos.csv").read_text().splitlines()[1:4]
+    crops = np.concatenate([grid_crops(load_rgb(livec_dev / r.split(",")[0]), 224, 2) for r in rows])
+    u8 = tmp_path / "u8.onnx"
+    onnx_export.with_uint8_input(exported / "qfm_student_fp32.onnx", u8, model.cfg.mean, model.cfg.std)
+    assert check(u8)["inputs"][io_names.INPUT]["dtype"] == "uint8"
+    ref = parity.run_torch(model, normalize(crops, model.cfg.mean, model.cfg.std))
+    got = parity.compare(ref, parity.run_onnx(parity.ort_session(u8), np.ascontiguousarray(crops.transpose(0, 3, 1, 2)), 5))
+    assert got["max_abs_score_diff"] <= 1e-3 and got["min_embedding_cosine"] > 0.99999, got
 
 
 @pytest.mark.parametrize("precision,cc", [("fp16", "8.9"), ("fp32", "8.0")])

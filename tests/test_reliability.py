@@ -225,8 +225,8 @@ def test_damaged_artifact_is_a_clear_load_error_while_others_serve(fast_repo, tm
         with pytest.raises(InferenceServerException, match="match.onnx is missing"):
             client.load_model("qfm_match")
         # the student and the preprocess model never noticed
-        crops = np.zeros((2, 3, 224, 224), np.float32)
-        inp = grpcclient.InferInput("image", list(crops.shape), "FP32")
+        crops = np.zeros((2, 3, 224, 224), np.uint8)   # the CPU student takes raw pixels
+        inp = grpcclient.InferInput("image", list(crops.shape), "UINT8")
         inp.set_data_from_numpy(crops)
         scores = client.infer("qfm_student", [inp]).as_numpy("score")
         assert scores.shape[0] == 2 and np.isfinite(scores).all()

@@ -136,7 +136,8 @@ def test_ngc_targets_from_the_same_source(tmp_path, repo, exported):
     assert "reshape: { shape: [  ] }" in gpu and (tmp_path / "gpu" / "qfm_student" / "1" / "model.plan").exists()
     assert "TYPE_FP16" in (tmp_path / "gpu" / "qfm_preprocess" / "config.pbtxt").read_text()
     cpu = (tmp_path / "cpu" / "qfm_student" / "config.pbtxt").read_text()
-    assert 'platform: "onnxruntime_onnx"' in cpu and "TYPE_FP32" in cpu
+    assert 'platform: "onnxruntime_onnx"' in cpu and "TYPE_UINT8" in cpu
+    assert "TYPE_UINT8" in (tmp_path / "cpu" / "qfm_preprocess" / "config.pbtxt").read_text()
     # The native-backend matcher has the bank baked in and must agree with the Python-backend one.
     baked = ort.InferenceSession(str(tmp_path / "cpu" / "qfm_match" / "1" / "match.onnx"))
     free = ort.InferenceSession(str(repo / "repo" / "qfm_match" / "1" / "match.onnx"))

@@ -2,7 +2,7 @@
 
     python training/accuracy_report.py --out runs/accuracy_report     # -> .md, .json, .png
 
-Reads runs/ablation/*/protocol.json, runs/distill_livec/distill.json, runs/baselines/livec.json,
+Reads runs/ablation/*/protocol.json, runs/distill_livec*/distill.json, runs/baselines/livec.json,
 and the full recipe's runs/livec_protocol/protocol.json; missing ones are listed, not invented.
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ ROWS = [  # (label, file, how to read the per-seed SRCC/PLCC)
     ("    Lite2 teacher itself", "runs/distill_livec/distill.json", ("teacher",)),
     ("(d) = (c) from scratch (no ImageNet)", "runs/ablation/d_qfm_scratch/protocol.json", ()),
     ("(e) = (c) from synthetic pretraining", "runs/ablation/e_qfm_synthetic_init/protocol.json", ()),
+    ("(e) + (c'): synthetic pretraining + distillation", "runs/distill_livec_synthinit/distill.json", ("student",)),
+    ("(e) + (c') + synthetic replay", "runs/distill_synthinit_replay/distill.json", ("student",)),
     ("(f) = (e), 8 epochs, only stem + block 0 frozen", "runs/ablation/f_qfm_longer_unfrozen/protocol.json", ()),
     ("full recipe, 8 epochs + synthetic replay (bundled recipe)", "runs/livec_protocol/protocol.json", ()),
 ]

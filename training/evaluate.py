@@ -4,7 +4,9 @@
     python training/evaluate.py --checkpoint DIR --dataset ../shared/data/livec_dev/mos.csv
 
 For `synthetic` the default split is `test` (held-out contents). Predictions are the mean over
-an n x n grid of crops (--grid), as in the paper's multi-crop testing.
+an n x n grid of crops (--grid), as in the paper's multi-crop testing. Data sets with reference
+ids also get `srcc_within_reference`: SRCC among each reference's distorted versions (median,
+min over references), which per-photo label offsets cannot move.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 
 from training.checkpoint import load_student_and_dataset
 from training.inference import predict_meta
-from training.metrics import iqa_metrics
+from training.metrics import iqa_metrics, within_group_srcc
 
 
 def main(argv=None) -> int:
@@ -39,6 +41,8 @@ def main(argv=None) -> int:
     target = np.asarray(meta.normalized_scores()) * 100.0
     result = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, **meta.extra,
               **iqa_metrics(pred, target), "grid": args.grid}
+    if any(s.ref_id for s in meta.samples):   # synthetic sets: does it order each photo's degradations?
+        result["srcc_within_reference"] = within_group_srcc(pred, target, [s.ref_id for s in meta.samples])
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)

@@ -82,6 +82,12 @@ async def run(args, todo: list[Path], out: JsonlAppender, bar) -> tuple[Counter,
     async with AsyncQFMClient(args.url, max_in_flight=args.concurrency, timeout=args.timeout, retries=args.retries,
                               batch_size=args.batch_size, policy=args.policy, max_bytes=args.max_bytes,
                               neighbors=args.neighbors, retry_for=args.retry_for) as client:
+        # --retry-for rides out a server that goes away mid-job; a server that never answered at
+        # all is far more often a wrong --url, which should not take five minutes to say.
+        health = await client.health()
+        if not any(h["live"] for h in health.values()):
+            why = "; ".join(f"{u}: {h.get('error', 'not live')}" for u, h in health.items())
+            raise errors.ServerUnavailable(f"no Triton server answers at {', '.join(health)} ({why})")
         async for r in client.score_iter([str(p) for p in todo]):
             if r.error_code == errors.UNAVAILABLE:   # not an answer about the item: stop, resume later
                 raise errors.ServerUnavailable(r.error)
@@ -108,8 +114,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
     ap.add_argument("--retries", type=int, default=8, help="retries of unavailable servers, with backoff (default: 8)")
     ap.add_argument("--retry-for", type=float, default=300.0,
-                    help="keep retrying an unavailable server (restart, overload) for this many seconds "
-                         "before stopping with a --resume hint (default: 300)")
+                    help="keep retrying a server that becomes unavailable mid-job (restart, overload) for this "
+                         "many seconds before stopping with a --resume hint (default: 300); a server that does "
+                         "not answer when the job starts is reported at once")
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip files larger than this")
     ap.add_argument("--histogram", type=Path, help="also write a score histogram PNG (needs matplotlib)")
     args = ap.parse_args(argv)

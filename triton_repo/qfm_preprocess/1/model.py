@@ -1,10 +1,11 @@
 """qfm_preprocess: encoded image bytes -> the student's evaluation crops.
 
-IMAGE (BYTES, [N]) -> CROPS (FP32 or FP16, [K, 3, S, S]), CROP_COUNTS (INT32, [N]) and
+IMAGE (BYTES, [N]) -> CROPS (UINT8, FP32 or FP16, [K, 3, S, S]), CROP_COUNTS (INT32, [N]) and
 ITEM_ERROR (BYTES, [N]). The bytes come from untrusted users: training/image_guard.py decodes
 them under the limits in this model's config parameters (bytes, pixels, side, aspect; a format
 allow-list), applies the EXIF orientation and normalises odd modes to RGB. Crops are the same
-n x n grid at native resolution that training/evaluate.py averages over, normalised with the
+n x n grid at native resolution that training/evaluate.py averages over. UINT8 crops are the raw
+pixels (the CPU student normalises in its graph); float crops are normalised here with the
 checkpoint's mean/std (student_config.json beside this file).
 
 One bad image never fails its request: it gets ITEM_ERROR "CODE: message" and a single zero
@@ -39,12 +40,14 @@ class TritonPythonModel:
 
     def _crops(self, data: bytes) -> tuple[np.ndarray, str]:
         try:
-            rgb = decode_untrusted(data, self.limits)
-            return normalize(grid_crops(rgb, self.size, self.grid), self.mean, self.std), ""
+            crops = grid_crops(decode_untrusted(data, self.limits), self.size, self.grid)
+            if self.crop_dtype == np.uint8:
+                return crops.transpose(0, 3, 1, 2), ""
+            return normalize(crops, self.mean, self.std), ""
         except ImageRejected as e:
-            return np.zeros((1, 3, self.size, self.size), np.float32), str(e)
+            return np.zeros((1, 3, self.size, self.size), self.crop_dtype), str(e)
         except Exception as e:   # never let one image take the request (or the model) down
-            return np.zeros((1, 3, self.size, self.size), np.float32), f"CORRUPT: {type(e).__name__}: {e}"
+            return np.zeros((1, 3, self.size, self.size), self.crop_dtype), f"CORRUPT: {type(e).__name__}: {e}"
 
     def execute(self, requests):
         responses = []
@@ -58,7 +61,7 @@ class TritonPythonModel:
                 continue
             crops, problems = zip(*(self._crops(bytes(b)) for b in blobs))
             counts = np.asarray([len(c) for c in crops], np.int32)
-            stacked = np.concatenate(crops).astype(self.crop_dtype)
+            stacked = np.concatenate(crops).astype(self.crop_dtype, copy=False)
             responses.append(pb_utils.InferenceResponse([
                 pb_utils.Tensor("CROPS", stacked), pb_utils.Tensor("CROP_COUNTS", counts),
                 pb_utils.Tensor("ITEM_ERROR", np.array([p.encode() for p in problems], dtype=np.object_))]))

@@ -2,7 +2,8 @@
 the Python backend, since that server build has no onnxruntime backend. NGC containers use the
 native onnxruntime / tensorrt_plan backends instead (same tensor names, same config source).
 
-image (FP32, [batch, 3, S, S]) -> score (FP32, [batch, 1]), embedding (FP32, [batch, D]).
+image (UINT8 raw pixels or FP32 normalised, as the ONNX file declares, [batch, 3, S, S]) ->
+score (FP32, [batch, 1]), embedding (FP32, [batch, D]).
 Dynamic batching merges crops from concurrent requests into one ONNX Runtime call.
 """
 import json
@@ -30,7 +31,8 @@ class TritonPythonModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         path = Path(__file__).parent / params.get("onnx_file", "model.onnx")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.input_dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(
+            self.session.get_inputs()[0].type, np.float32)
 
     def execute(self, requests):
         # One ONNX Runtime call for every request the dynamic batcher handed us, then split.
