@@ -152,8 +152,9 @@ def main(argv=None) -> int:
     print(f"\nbest ensemble: {best['images_per_s']:.1f} images/s at concurrency {best['concurrency']} "
           f"(p50 {best['p50_ms']:.0f} ms, p99 {best['p99_ms']:.0f} ms); preprocessing alone {pre_ips:.1f} images/s "
           f"on one core; server compute by step: " + ", ".join(f"{k} {v / 1e9:.1f} s" for k, v in steps.items()))
-    write_json({"inprocess_end_to_end_images_per_s": e2e, "cpu_ms_per_image": cpu_ms, "inprocess_ort_cpu_ms_per_image": inproc_cpu_ms, "inprocess": inproc, "preprocess_images_per_s_one_core": pre_ips, "sweep": sweep,
-                "server_compute_ns": steps, "ratios": ratios, "targets": TARGETS}, args.out)
+    write_json({"inprocess": inproc, "inprocess_end_to_end_images_per_s": e2e, "cpu_ms_per_image": cpu_ms,
+                "inprocess_ort_cpu_ms_per_image": inproc_cpu_ms, "preprocess_images_per_s_one_core": pre_ips,
+                "sweep": sweep, "server_compute_ns": steps, "ratios": ratios, "targets": TARGETS}, args.out)
     serve_bench.plot(sweep, args.out.with_suffix(".png"))
     return 0 if pre == 0 else 1
 

@@ -2,7 +2,7 @@
 
     python training/distill.py --config training/configs/distill_livec.yaml --dataset livec \
         --repeats 3 --out runs/distill_livec
-    python training/distill.py --config ... --dataset livec --all --out runs/bundled_distill   # the bundle
+    python training/distill.py --config ... --dataset livec --all --out runs/NAME   # one model on all of it
 
 For each seeded 80/20 split of --dataset:
   1. the teacher (a larger EfficientNet-Lite, ImageNet weights) is fine-tuned on the 80 %;
@@ -10,10 +10,12 @@ For each seeded 80/20 split of --dataset:
      benchmark's TRAIN photographs; their full-reference labels are ignored) -> pool.csv;
   3. the student trains on the 80 % (human MOS) plus the pool (teacher scores), the pool sampled
      `samples_per_epoch` per epoch; `pool.enabled: false` trains the same student without it.
-`replay:` (optional) mixes a labelled set into the student's epochs as well (the bundle's recipe
-replays the synthetic benchmark with its full-reference labels). Teacher and student are
-evaluated on the 20 % that neither saw; the report gives every split and
-the median for both. Score distillation only: feature distillation is not implemented.
+`replay:` (optional) mixes a labelled set into the student's epochs as well
+(distill_synthinit_replay.yaml replays the synthetic benchmark with its full-reference labels).
+Teacher and student are evaluated on the 20 % that neither saw; the report gives every split and
+the median for both. `--all` trains one teacher and student on the whole data set instead (a
+model to package; its figure is the protocol run's). Score distillation only: feature
+distillation is not implemented.
 """
 from __future__ import annotations
 
@@ -101,8 +103,8 @@ def main(argv=None) -> int:
     replay = None if not rc else (load_dataset(rc["dataset"], rc.get("root"), rc.get("split")), rc["samples_per_epoch"])
 
     if args.all:
-        # The bundle: teacher and student on every labelled image; nothing of --dataset is left to
-        # test on, so the recipe's figure is the protocol run's (package_model.py --protocol).
+        # A model to ship: teacher and student on every labelled image; nothing of --dataset is left
+        # to test on, so the recipe's figure is the protocol run's (package_model.py --protocol).
         distill_once(teacher_cfg, student_cfg, pool_cfg, pool, meta, None, args.out / "all", replay)
         shutil.copyfile(args.config, args.out / "all" / "student" / "config.yaml")
         (args.out / "all" / "student" / "command.txt").write_text(shlex.join([sys.executable, *sys.argv]) + "\n")

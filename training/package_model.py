@@ -4,8 +4,8 @@
         [--protocol runs/livec_protocol/protocol.json]
 
 metrics.json holds (a) the packaged FP16 model evaluated on the held-out synthetic photographs
-(at --grid and with one centre crop), computed by this command, and (b) when given, the LIVEC protocol result of the same recipe
-(separate runs on 80/20 splits, copied with its provenance). The bundled model itself trained on
+(at --grid and with one centre crop), computed by this command, and (b) when given, the LIVEC
+protocol result of the same recipe (separate runs on 80/20 splits, copied with its provenance). The bundled model itself trained on
 all LIVEC dev images and is never evaluated on them.
 """
 from __future__ import annotations
