@@ -57,7 +57,7 @@ bundle: protocol
 	$(PY) training/package_model.py --run runs/bundled --out models/qfm_iqm --protocol runs/livec_protocol/protocol.json
 
 # Issue #3's experiments on the LIVEC protocol splits, then one table + plot (runs/accuracy_report.*).
-ABLATIONS := a_plain b_gate_decoder c_qfm d_qfm_scratch e_qfm_synthetic_init f_qfm_longer_unfrozen
+ABLATIONS := a_plain b_gate_decoder c_qfm d_qfm_scratch e_qfm_synthetic_init f_qfm_longer_unfrozen g_unfrozen_replay
 ablation: pretrain
 	for v in $(ABLATIONS); do test -f runs/ablation/$$v/protocol.json || \
 	  $(PY) training/protocol.py --config training/configs/ablation/$$v.yaml --dataset livec --repeats 3 --out runs/ablation/$$v || exit 1; done

@@ -25,6 +25,7 @@ ROWS = [  # (label, file, how to read the per-seed SRCC/PLCC)
     ("(e) + (c'): synthetic pretraining + distillation", "runs/distill_livec_synthinit/distill.json", ("student",)),
     ("(e) + (c') + synthetic replay", "runs/distill_synthinit_replay/distill.json", ("student",)),
     ("(f) = (e), 8 epochs, only stem + block 0 frozen", "runs/ablation/f_qfm_longer_unfrozen/protocol.json", ()),
+    ("(g) = bundled recipe with (f)'s freezing (stem + block 0)", "runs/ablation/g_unfrozen_replay/protocol.json", ()),
     ("full recipe, 8 epochs + synthetic replay (bundled recipe)", "runs/livec_protocol/protocol.json", ()),
 ]
 
