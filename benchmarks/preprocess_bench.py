@@ -4,8 +4,9 @@
 
 decode_grid_crops is the CPU targets' qfm_preprocess (guarded decode, grid crops, uint8 NCHW; the
 student normalises in-graph); decode_grid_crops_normalised adds the NumPy normalisation that the
-GPU target (FP16 crops) still does in Python. Also Pillow's full decode vs JPEG draft mode (DCT-domain downscale; only usable when the
-model input is smaller than the photo, so here it shows the cost a resize-based plan would pay).
+GPU target (FP16 crops) still does in Python. Also Pillow's full decode vs JPEG draft mode
+(DCT-domain downscale; only usable when the model input is smaller than the photo, so here it
+shows the cost a resize-based plan would pay).
 """
 from __future__ import annotations
 
