@@ -66,7 +66,7 @@ def _inprocess_end_to_end(served_onnx: Path, images: list[Path], iters: int) -> 
     does not overlap inference), i.e. what a user gets from a script instead of a server."""
     import onnxruntime as ort
     from training.image_guard import Limits, decode_untrusted
-    from training.transforms import grid_crops
+    from training.transforms import channels_first, grid_crops
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
@@ -75,7 +75,7 @@ def _inprocess_end_to_end(served_onnx: Path, images: list[Path], iters: int) -> 
 
     def run():
         crops = np.concatenate([grid_crops(decode_untrusted(b, limits), 224, 3) for b in blobs])
-        sess.run(None, {"image": np.ascontiguousarray(crops.transpose(0, 3, 1, 2))})
+        sess.run(None, {"image": np.ascontiguousarray(channels_first(crops))})
 
     return len(blobs) / statistics.median(timed(run, 1, iters))
 

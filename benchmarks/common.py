@@ -24,11 +24,11 @@ def sample_images(n: int) -> list[Path]:
 def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2, dtype=np.float32) -> np.ndarray:
     """Evaluation crops of real photographs (K, 3, S, S): normalised floats, or with dtype uint8
     the raw pixels the CPU serving student takes (it normalises in-graph)."""
-    from training.transforms import grid_crops, load_rgb, normalize
+    from training.transforms import channels_first, grid_crops, load_rgb, normalize
 
     crops = np.concatenate([grid_crops(load_rgb(p), model_cfg["input_size"], grid) for p in sample_images(n_images)])
     if np.dtype(dtype) == np.uint8:
-        return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(channels_first(crops))
     return normalize(crops, model_cfg["mean"], model_cfg["std"]).astype(dtype)
 
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from benchmarks.common import sample_images, write_json
 from training.image_guard import Limits, decode_untrusted
-from training.transforms import grid_crops, normalize
+from training.transforms import channels_first, grid_crops, normalize
 
 MEAN = STD = (0.5, 0.5, 0.5)
 LIMITS = Limits()
@@ -29,7 +29,7 @@ LIMITS = Limits()
 
 def full_decode(blob: bytes, grid: int) -> np.ndarray:
     """The CPU serving preprocess (qfm_preprocess/1/model.py with UINT8 crops)."""
-    return np.ascontiguousarray(grid_crops(decode_untrusted(blob, LIMITS), 224, grid).transpose(0, 3, 1, 2))
+    return np.ascontiguousarray(channels_first(grid_crops(decode_untrusted(blob, LIMITS), 224, grid)))
 
 
 def full_decode_normalised(blob: bytes, grid: int) -> np.ndarray:

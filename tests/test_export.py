@@ -9,7 +9,7 @@ from conftest import BUNDLE, run_script as _run
 from export import io_names, onnx_export, parity
 from export.onnx_export import check
 from training.checkpoint import load_student
-from training.transforms import grid_crops, load_rgb, normalize
+from training.transforms import channels_first, grid_crops, load_rgb, normalize
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_uint8_serving_model_normalises_like_the_preprocess(exported, model, liv
     onnx_export.with_uint8_input(exported / "qfm_student_fp32.onnx", u8, model.cfg.mean, model.cfg.std)
     assert check(u8)["inputs"][io_names.INPUT]["dtype"] == "uint8"
     ref = parity.run_torch(model, normalize(crops, model.cfg.mean, model.cfg.std))
-    got = parity.compare(ref, parity.run_onnx(parity.ort_session(u8), np.ascontiguousarray(crops.transpose(0, 3, 1, 2)), 5))
+    got = parity.compare(ref, parity.run_onnx(parity.ort_session(u8), np.ascontiguousarray(channels_first(crops)), 5))
     assert got["max_abs_score_diff"] <= 1e-3 and got["min_embedding_cosine"] > 0.99999, got
 
 

@@ -55,7 +55,14 @@ def grid_crops(img: np.ndarray, size: int, n_per_side: int) -> np.ndarray:
     return np.stack([img[t:t + size, l:l + size] for t in tops for l in lefts])
 
 
+def channels_first(crops: np.ndarray) -> np.ndarray:
+    """(K, H, W, 3) -> (K, 3, H, W), the student's layout, as a view (no copy): np.concatenate or
+    np.ascontiguousarray materialises it. Raw uint8 pixels in this layout are the CPU serving
+    student's input (it normalises in-graph); `normalize` gives the float input."""
+    return crops.transpose(0, 3, 1, 2)
+
+
 def normalize(crops: np.ndarray, mean, std) -> np.ndarray:
     """(K, H, W, 3) uint8 -> (K, 3, H, W) float32 with the student's mean/std."""
-    x = crops.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    x = channels_first(crops.astype(np.float32)) / 255.0
     return (x - np.asarray(mean, np.float32)[:, None, None]) / np.asarray(std, np.float32)[:, None, None]

@@ -19,7 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from training.image_guard import ImageRejected, Limits, decode_untrusted
-from training.transforms import grid_crops, normalize
+from training.transforms import channels_first, grid_crops, normalize
 
 
 class TritonPythonModel:
@@ -42,7 +42,7 @@ class TritonPythonModel:
         try:
             crops = grid_crops(decode_untrusted(data, self.limits), self.size, self.grid)
             if self.crop_dtype == np.uint8:
-                return crops.transpose(0, 3, 1, 2), ""
+                return channels_first(crops), ""
             return normalize(crops, self.mean, self.std), ""
         except ImageRejected as e:
             return np.zeros((1, 3, self.size, self.size), self.crop_dtype), str(e)
