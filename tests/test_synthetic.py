@@ -24,6 +24,15 @@ def test_coverage_and_licences():
     assert len({p.name for p in PHOTOS}) == len(PHOTOS)
 
 
+def test_held_out_photographs_never_move():
+    # Every synthetic figure in README and metrics.json was measured on these five photographs;
+    # train-only additions (holdout=False) must not change the draw.
+    held_out = bs.split_photos(0, 0.2)
+    assert held_out == {"coffee", "immunohistochemistry", "mate_aqua", "mate_storm", "rocket"}
+    assert any(not p.holdout for p in PHOTOS)
+    assert not held_out & {p.name for p in PHOTOS if not p.holdout}
+
+
 def test_distortions_are_deterministic_and_well_formed(astronaut):
     for name in DISTORTIONS:
         a = apply(name, astronaut, 3, np.random.default_rng(5))

@@ -52,7 +52,9 @@ def square_views(img: np.ndarray, size: int) -> list[tuple[str, np.ndarray]]:
 
 
 def split_photos(seed: int, test_fraction: float) -> set[str]:
-    names = sorted(p.name for p in PHOTOS)
+    """Names of the held-out photographs, drawn only among photos eligible for it (train-only
+    additions do not move the draw)."""
+    names = sorted(p.name for p in PHOTOS if p.holdout)
     n_test = max(1, round(test_fraction * len(names)))
     order = np.random.default_rng(seed).permutation(len(names))
     return {names[i] for i in order[:n_test]}

@@ -13,9 +13,12 @@ import numpy as np
 @dataclass(frozen=True)
 class Photo:
     name: str
-    loader: str  # "skimage:<function>" or "matplotlib:<sample file>"
+    loader: str  # "skimage:<function>", "matplotlib:<sample file>" or "debian:<package>:<file>"
     source: str
     licence: str
+    # False: never drawn for the held-out split. Photos added after the first build are train-only,
+    # so the held-out photographs (and every figure measured on them) stay exactly as they were.
+    holdout: bool = True
 
 
 # scikit-image's `cell` (a flat grey microscopy frame) was in the first build and was removed: it
@@ -48,6 +51,26 @@ PHOTOS: tuple[Photo, ...] = (
                          ("LadyBird", "Charles Barbin"), ("RainDrops", "blackcombwhistler07"),
                          ("Storm", "Sergey Nazarov"), ("TwoWings", "Charles Barbin, Hylke Bons"),
                          ("Wood", "Jean-Francois Fortin Tam"), ("YellowFlower", "Charles Barbin"))
+) + tuple(
+    # Debian's plasma-workspace-wallpapers 5.27.5: the photographs among KDE's wallpapers (the
+    # rest are illustrations), licences from each wallpaper's metadata.json. Train-only (added in
+    # the fourth build: more content variety, since the held-out error is content read as damage).
+    Photo(f"kde_{name.lower()}", f"debian:plasma-workspace-wallpapers:usr/share/wallpapers/{name}/contents/images/{size}.jpg",
+          f"Debian plasma-workspace-wallpapers, {name} ({author})", licence, holdout=False)
+    for name, author, size, licence in (
+        ("BytheWater", "Maciej Wiklo", "2560x1600", "LGPL-3"),
+        ("ColdRipple", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("ColorfulCups", "Dmitri Popov", "2560x1600", "LGPL-3"),
+        ("DarkestHour", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("EveningGlow", "Ian Hex", "2560x1600", "LGPL-3"),
+        ("FallenLeaf", "Martin Klapetek", "2560x1600", "LGPL-3"),
+        ("Grey", "Sigi Sagi", "2560x1600", "LGPL-3"),
+        ("Kite", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("OneStandsOut", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("Path", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("summer_1am", "Risto Saukonpää", "2560x1600", "LGPL-3"),
+        ("Volna", "Nikita Babin", "5120x2880", "CC-BY-SA-4.0"),
+    )
 )
 
 DEBIAN_CACHE = Path(__file__).resolve().parents[3] / "data_cache" / "debian"
