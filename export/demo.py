@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import sys
 from pathlib import Path
 
@@ -25,24 +26,41 @@ SAMPLES = REPO / "data_cache" / "demo_samples"
 SAMPLE_PLAN = (("none", 0), ("jpeg", 2), ("gaussian_blur", 3), ("white_noise", 4), ("pixelate", 4), ("jpeg2000", 5))
 
 
-def _stale(target: Path, *sources: Path) -> bool:
-    return not target.exists() or any(target.stat().st_mtime < s.stat().st_mtime for s in sources)
+def _fingerprint(*sources: Path, extra: str = "") -> str:
+    return "".join(f"{hashlib.sha256(s.read_bytes()).hexdigest()}  {s.name}\n" for s in sources) + extra
+
+
+def _stamp(target: Path) -> Path:
+    return target.with_name(target.name + ".sources")
+
+
+def _stale(target: Path, *sources: Path, extra: str = "") -> bool:
+    """By content, not mtime: a `git checkout` touches the weights without changing them, and an
+    ONNX export + bank rebuild costs minutes. The stamp beside the target holds the sources' hashes."""
+    stamp = _stamp(target)
+    return not target.exists() or not stamp.exists() or stamp.read_text() != _fingerprint(*sources, extra=extra)
+
+
+def _mark_built(target: Path, *sources: Path, extra: str = "") -> None:
+    _stamp(target).write_text(_fingerprint(*sources, extra=extra))
 
 
 def ensure_artifacts(bank_dataset: str) -> None:
     from export import build_bank, to_onnx, triton_repo
 
-    weights = CHECKPOINT / "model.safetensors"
+    sources = (CHECKPOINT / "model.safetensors", CHECKPOINT / "config.json")
     onnx32 = BUILD / "qfm_student_fp32.onnx"
-    if _stale(onnx32, weights):
+    if _stale(onnx32, *sources):
         print("[demo] exporting the bundled student to ONNX ...")
         if to_onnx.main(["--checkpoint", str(CHECKPOINT), "--out", str(BUILD), "--parity-images", "4"]) != 0:
             raise SystemExit("ONNX export failed")
-    bank = BUILD / "bank.safetensors"
-    if _stale(bank, weights):
+        _mark_built(onnx32, *sources)
+    bank, bank_extra = BUILD / "bank.safetensors", f"bank dataset: {bank_dataset}\n"
+    if _stale(bank, *sources, extra=bank_extra):
         print(f"[demo] building the reference bank from {bank_dataset} ...")
         if build_bank.main(["--checkpoint", str(CHECKPOINT), "--dataset", bank_dataset, "--out", str(bank)]) != 0:
             raise SystemExit("bank build failed")
+        _mark_built(bank, *sources, extra=bank_extra)
     print("[demo] writing the cpu-pip Triton repository into triton_repo/ ...")
     triton_repo.write_repository("cpu-pip", CHECKPOINT, REPO / "triton_repo", bank, onnx=onnx32)
 

@@ -126,3 +126,24 @@ def test_flag_validation_and_missing_tensorrt(exported, tmp_path):
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and ("install" in lines[0] or "GPU" in lines[0])
     assert not (tmp_path / "e.plan").exists()
+
+
+def test_demo_artifacts_are_stale_by_content_not_mtime(tmp_path):
+    # `make demo` / `make bench` rebuild the ONNX file and the bank only when the weights change:
+    # a checkout that only touches them must not cost a re-export, a real change must force one.
+    import os
+
+    from export import demo
+
+    weights, target = tmp_path / "model.safetensors", tmp_path / "model.onnx"
+    weights.write_bytes(b"weights v1")
+    assert demo._stale(target, weights)  # nothing built yet
+    target.write_bytes(b"onnx")
+    assert demo._stale(target, weights)  # built by something that left no stamp
+    demo._mark_built(target, weights, extra="bank dataset: livec\n")
+    assert not demo._stale(target, weights, extra="bank dataset: livec\n")
+    os.utime(weights, (target.stat().st_mtime + 100,) * 2)  # newer mtime, same bytes
+    assert not demo._stale(target, weights, extra="bank dataset: livec\n")
+    assert demo._stale(target, weights, extra="bank dataset: koniq10k\n")
+    weights.write_bytes(b"weights v2")
+    assert demo._stale(target, weights, extra="bank dataset: livec\n")
