@@ -91,3 +91,14 @@ def test_full_build_layout_and_split_hygiene(tmp_path, monkeypatch):
     assert "SYNTHETIC" in (out / "SOURCES.md").read_text()
     with pytest.raises(FileNotFoundError, match="build_synthetic"):
         load_dataset("synthetic", tmp_path / "absent", "test")
+
+
+def test_content_blind_oracle_predicts_the_training_mean_of_each_distortion_level():
+    from training.synthetic_oracle import distortion_level_oracle
+
+    train = [{"distortion": "jpeg", "level": "1", "mos": "80"}, {"distortion": "jpeg", "level": "1", "mos": "90"},
+             {"distortion": "jpeg", "level": "2", "mos": "40"}, {"distortion": "none", "level": "0", "mos": "100"}]
+    test = [{"distortion": "jpeg", "level": "2"}, {"distortion": "none", "level": "0"}, {"distortion": "jpeg", "level": "1"}]
+    assert distortion_level_oracle(train, test).tolist() == [40.0, 100.0, 85.0]
+    with pytest.raises(ValueError, match="blur"):
+        distortion_level_oracle(train, [{"distortion": "blur", "level": "1"}])
