@@ -26,41 +26,42 @@ SAMPLES = REPO / "data_cache" / "demo_samples"
 SAMPLE_PLAN = (("none", 0), ("jpeg", 2), ("gaussian_blur", 3), ("white_noise", 4), ("pixelate", 4), ("jpeg2000", 5))
 
 
-def _fingerprint(*sources: Path, extra: str = "") -> str:
-    return "".join(f"{hashlib.sha256(s.read_bytes()).hexdigest()}  {s.name}\n" for s in sources) + extra
+def _fingerprint(*sources: Path) -> str:
+    return "".join(f"{hashlib.sha256(s.read_bytes()).hexdigest()}  {s.name}\n" for s in sources)
 
 
 def _stamp(target: Path) -> Path:
     return target.with_name(target.name + ".sources")
 
 
-def _stale(target: Path, *sources: Path, extra: str = "") -> bool:
+def _stale(target: Path, fingerprint: str) -> bool:
     """By content, not mtime: a `git checkout` touches the weights without changing them, and an
-    ONNX export + bank rebuild costs minutes. The stamp beside the target holds the sources' hashes."""
+    ONNX export + bank rebuild costs minutes. The stamp beside the target holds what it was built from."""
     stamp = _stamp(target)
-    return not target.exists() or not stamp.exists() or stamp.read_text() != _fingerprint(*sources, extra=extra)
+    return not target.exists() or not stamp.exists() or stamp.read_text() != fingerprint
 
 
-def _mark_built(target: Path, *sources: Path, extra: str = "") -> None:
-    _stamp(target).write_text(_fingerprint(*sources, extra=extra))
+def _mark_built(target: Path, fingerprint: str) -> None:
+    # The fingerprint taken before the build: weights changed during it leave the target stale.
+    _stamp(target).write_text(fingerprint)
 
 
 def ensure_artifacts(bank_dataset: str) -> None:
     from export import build_bank, to_onnx, triton_repo
 
-    sources = (CHECKPOINT / "model.safetensors", CHECKPOINT / "config.json")
+    weights = _fingerprint(CHECKPOINT / "model.safetensors", CHECKPOINT / "config.json")
     onnx32 = BUILD / "qfm_student_fp32.onnx"
-    if _stale(onnx32, *sources):
+    if _stale(onnx32, weights):
         print("[demo] exporting the bundled student to ONNX ...")
         if to_onnx.main(["--checkpoint", str(CHECKPOINT), "--out", str(BUILD), "--parity-images", "4"]) != 0:
             raise SystemExit("ONNX export failed")
-        _mark_built(onnx32, *sources)
-    bank, bank_extra = BUILD / "bank.safetensors", f"bank dataset: {bank_dataset}\n"
-    if _stale(bank, *sources, extra=bank_extra):
+        _mark_built(onnx32, weights)
+    bank, bank_sources = BUILD / "bank.safetensors", weights + f"bank dataset: {bank_dataset}\n"
+    if _stale(bank, bank_sources):
         print(f"[demo] building the reference bank from {bank_dataset} ...")
         if build_bank.main(["--checkpoint", str(CHECKPOINT), "--dataset", bank_dataset, "--out", str(bank)]) != 0:
             raise SystemExit("bank build failed")
-        _mark_built(bank, *sources, extra=bank_extra)
+        _mark_built(bank, bank_sources)
     print("[demo] writing the cpu-pip Triton repository into triton_repo/ ...")
     triton_repo.write_repository("cpu-pip", CHECKPOINT, REPO / "triton_repo", bank, onnx=onnx32)
 

@@ -137,13 +137,17 @@ def test_demo_artifacts_are_stale_by_content_not_mtime(tmp_path):
 
     weights, target = tmp_path / "model.safetensors", tmp_path / "model.onnx"
     weights.write_bytes(b"weights v1")
-    assert demo._stale(target, weights)  # nothing built yet
+
+    def built_from(bank_dataset):
+        return demo._fingerprint(weights) + f"bank dataset: {bank_dataset}\n"
+
+    assert demo._stale(target, built_from("livec"))  # nothing built yet
     target.write_bytes(b"onnx")
-    assert demo._stale(target, weights)  # built by something that left no stamp
-    demo._mark_built(target, weights, extra="bank dataset: livec\n")
-    assert not demo._stale(target, weights, extra="bank dataset: livec\n")
+    assert demo._stale(target, built_from("livec"))  # built by something that left no stamp
+    demo._mark_built(target, built_from("livec"))
+    assert not demo._stale(target, built_from("livec"))
     os.utime(weights, (target.stat().st_mtime + 100,) * 2)  # newer mtime, same bytes
-    assert not demo._stale(target, weights, extra="bank dataset: livec\n")
-    assert demo._stale(target, weights, extra="bank dataset: koniq10k\n")
+    assert not demo._stale(target, built_from("livec"))
+    assert demo._stale(target, built_from("koniq10k"))
     weights.write_bytes(b"weights v2")
-    assert demo._stale(target, weights, extra="bank dataset: livec\n")
+    assert demo._stale(target, built_from("livec"))

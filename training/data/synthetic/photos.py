@@ -21,6 +21,12 @@ class Photo:
     holdout: bool = True
 
 
+def debian_photo(name: str, package: str, inner: str, label: str, author: str, licence: str,
+                 holdout: bool = True) -> Photo:
+    """A photograph shipped in a Debian package, fetched into the cache by `debian_package_file`."""
+    return Photo(name, f"debian:{package}:{inner}", f"Debian {package}, {label} ({author})", licence, holdout)
+
+
 # scikit-image's `cell` (a flat grey microscopy frame) was in the first build and was removed: it
 # is not a photograph, and its pristine version looks degraded to any no-reference model (the
 # first pretraining run scored it 34 against an FR label of 74; README, "Synthetic benchmark").
@@ -43,8 +49,8 @@ PHOTOS: tuple[Photo, ...] = (
 ) + tuple(
     # Debian's mate-backgrounds 1.26.0: photographs under GPL-2+ (authors in its copyright file).
     # Used only to generate the local, git-ignored cache; never redistributed by this project.
-    Photo(f"mate_{name.lower()}", f"debian:mate-backgrounds:usr/share/backgrounds/mate/nature/{name}.jpg",
-          f"Debian mate-backgrounds, nature/{name}.jpg ({author})", "GPL-2+")
+    debian_photo(f"mate_{name.lower()}", "mate-backgrounds", f"usr/share/backgrounds/mate/nature/{name}.jpg",
+                 f"nature/{name}.jpg", author, "GPL-2+")
     for name, author in (("Aqua", "Charles Barbin"), ("Blinds", "Lennart Poettering, Andrea Cimitan"),
                          ("Dune", "Marco Cogoni, Hylke Bons"), ("FreshFlower", "Jens Ansorg"),
                          ("Garden", "Charles Barbin"), ("GreenMeadow", "Timothy Schellhase, Lapo Calamandrei"),
@@ -55,8 +61,8 @@ PHOTOS: tuple[Photo, ...] = (
     # Debian's plasma-workspace-wallpapers 5.27.5: the photographs among KDE's wallpapers (the
     # rest are illustrations), licences from each wallpaper's metadata.json. Train-only (added in
     # the fourth build: more content variety, since the held-out error is content read as damage).
-    Photo(f"kde_{name.lower()}", f"debian:plasma-workspace-wallpapers:usr/share/wallpapers/{name}/contents/images/{size}.jpg",
-          f"Debian plasma-workspace-wallpapers, {name} ({author})", licence, holdout=False)
+    debian_photo(f"kde_{name.lower()}", "plasma-workspace-wallpapers",
+                 f"usr/share/wallpapers/{name}/contents/images/{size}.jpg", name, author, licence, holdout=False)
     for name, author, size, licence in (
         ("BytheWater", "Maciej Wiklo", "2560x1600", "LGPL-3"),
         ("ColdRipple", "Risto Saukonpää", "2560x1600", "LGPL-3"),
