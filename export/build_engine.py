@@ -80,6 +80,16 @@ def onnx_input_precision(onnx_path: Path) -> str:
     return {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.FLOAT: "fp32"}.get(elem, str(elem))
 
 
+def fp32_weight_nodes(onnx_path: Path) -> list[str]:
+    """Nodes of the ONNX that read FP32 weight tensors: in an FP16 export, the backbone stages that
+    export/to_onnx.py kept in FP32 for parity (a strongly typed engine runs them in FP32 too)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    fp32 = {t.name for t in model.graph.initializer if len(t.dims) > 1 and t.data_type == onnx.TensorProto.FLOAT}
+    return [n.name for n in model.graph.node if fp32.intersection(n.input)]
+
+
 class EngineBuilder:
     """Parse ONNX into a strongly typed network, then build and serialise an engine."""
 
@@ -227,6 +237,7 @@ def build(args) -> dict:
     meta = {
         "engine": args.engine.name, "engine_sha256": hashlib.sha256(plan).hexdigest(), "bytes": len(plan),
         "backend": args.backend, "tensorrt_version": builder.trt.__version__, "precision": args.precision,
+        "fp32_weight_layers": fp32_weight_nodes(args.onnx) if args.precision == "fp16" else None,
         "gpu": device["name"] if device else None,
         "compute_capability": device["compute_capability"] if device else args.compute_capability,
         "profiles": [{"input": io_names.INPUT, "min": [args.min_batch, 3, args.input_size, args.input_size],

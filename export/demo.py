@@ -53,7 +53,8 @@ def ensure_artifacts(bank_dataset: str) -> None:
     onnx32 = BUILD / "qfm_student_fp32.onnx"
     if _stale(onnx32, weights):
         print("[demo] exporting the bundled student to ONNX ...")
-        if to_onnx.main(["--checkpoint", str(CHECKPOINT), "--out", str(BUILD), "--parity-images", "4"]) != 0:
+        # Default parity set: the FP16 precision choice (--fp32-stages auto) is made on it.
+        if to_onnx.main(["--checkpoint", str(CHECKPOINT), "--out", str(BUILD)]) != 0:
             raise SystemExit("ONNX export failed")
         _mark_built(onnx32, weights)
     bank, bank_sources = BUILD / "bank.safetensors", weights + f"bank dataset: {bank_dataset}\n"

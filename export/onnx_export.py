@@ -3,11 +3,14 @@
 The FP16 model is strongly typed for TensorRT: FP16 weights and FP16 compute, FP16 input
 `image`; the outputs `score` and `embedding` stay FP32 (a Cast at the end) so every consumer reads
 the same dtype from both variants. Normalisations and softmax stay in FP16 too; the parity report
-shows what that costs on the 0..100 scale.
+shows what that costs on the 0..100 scale. Where FP16 misses the parity limits, the first backbone
+stages can be kept in FP32 (`keep_fp32`); export/to_onnx.py picks the fewest that pass and records
+them.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import onnx
@@ -46,17 +49,49 @@ def export_fp32(model: QFMStudent, path: Path, opset: int = DEFAULT_OPSET, examp
     os.replace(tmp, path)
 
 
-def convert_fp16(src: Path, dst: Path) -> None:
-    """FP16 weights and compute with onnxconverter-common; FP16 input, FP32 outputs."""
+# Backbone stages in input order, as torch.onnx names the nodes of a timm EfficientNet: the stem
+# (conv_stem + bn1), then blocks.0 ... blocks.N. The mixed-precision fallback keeps a prefix of these
+# in FP32 (see convert_fp16).
+_STEM = re.compile(r"^/model/(conv_stem|bn1)(/|$)")
+_BLOCK = re.compile(r"^/model/blocks\.(\d+)/")
+
+
+def backbone_stages(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
+    """[(stage name, node names)] from the input side: ("stem", ...), ("blocks.0", ...), ...
+    Empty for a backbone whose nodes are not named like timm's EfficientNet family."""
+    stages: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        if _STEM.match(node.name):
+            stages.setdefault("stem", []).append(node.name)
+        elif m := _BLOCK.match(node.name):
+            stages.setdefault(f"blocks.{m.group(1)}", []).append(node.name)
+    order = sorted(stages, key=lambda k: -1 if k == "stem" else int(k.split(".")[1]))
+    return [(k, stages[k]) for k in order]
+
+
+def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = ()) -> None:
+    """FP16 weights and compute with onnxconverter-common; FP16 input, FP32 outputs.
+
+    `keep_fp32`: names of nodes that stay FP32 (their weights too), with Casts at the boundary.
+    Why: a quality model reads faint high-frequency signal, and FP16 rounding of the full-resolution
+    early activations is exactly that kind of signal; keeping the first stages in FP32 is the
+    cheapest place to buy parity back (the export measures it; see export/to_onnx.py).
+    """
     from onnxconverter_common import float16
 
     import warnings
 
     model = onnx.load(str(src))
+    if keep_fp32:
+        _unshare_initializers(model, set(keep_fp32))
+        # Shape inference's value_info from the FP32 graph would pin boundary tensors to FP32 and
+        # contradict the Casts the converter inserts; it is recomputed by the converter.
+        del model.graph.value_info[:]
     with warnings.catch_warnings():
         # Weights below FP16's range (|w| < 1e-7) are clamped; the parity report measures the effect.
         warnings.filterwarnings("ignore", message=".*will be truncated to.*")
-        fp16 = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=False)
+        fp16 = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=False,
+                                                node_block_list=list(keep_fp32))
     # Outputs back to float32: append Casts so `score`/`embedding` keep their names and dtype.
     graph = fp16.graph
     for out in graph.output:
@@ -70,6 +105,29 @@ def convert_fp16(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".tmp")
     onnx.save(fp16, str(tmp))
     os.replace(tmp, dst)
+
+
+def _unshare_initializers(model: onnx.ModelProto, fp32_nodes: set[str]) -> None:
+    """Give FP32-kept nodes their own copy of every initializer they read.
+
+    onnxconverter-common converts an initializer once, so a constant shared between a kept node and
+    an FP16 node (timm's ReLU6 Clip bounds 0 and 6 are one pair for the whole network) would reach
+    the kept node as FP16 and fail type checking."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name not in fp32_nodes:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__fp32__{node.name}"
+                model.graph.initializer.append(copy)
+                node.input[k] = copy.name
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
 
 
 def with_uint8_input(src: Path, dst: Path, mean, std) -> None:
