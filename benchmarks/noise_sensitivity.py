@@ -25,6 +25,9 @@ from export import parity
 from training.checkpoint import load_student
 
 
+GRID = 2  # crops per side, as the export's parity check uses
+
+
 def perturbations(x: np.ndarray, mean, std, rng: np.random.Generator) -> dict[str, np.ndarray]:
     mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
@@ -52,14 +55,20 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    x = parity.parity_crops(model, args.images)
+    x = parity.parity_crops(model, args.images, grid=GRID)
+    # parity_crops keeps image order, GRID x GRID crops per image: the distortion of every crop.
+    crop_labels = [f"{name}@{level}" for _, name, level in parity.parity_images(args.images)
+                   for _ in range(GRID * GRID)]
     base = parity.run_torch(model, x)[0]
-    # The unperturbed input is already on the grey-level grid: round-tripping it changes nothing.
     result = {"checkpoint": str(args.checkpoint), "n_crops": int(len(x))}
     for name, xp in perturbations(x, model.cfg.mean, model.cfg.std, np.random.default_rng(args.seed)).items():
-        diff = np.abs(parity.run_torch(model, xp)[0] - base)
+        delta = parity.run_torch(model, xp)[0] - base
+        diff = np.abs(delta)
+        worst = np.argsort(-diff)[:5]
         result[name] = {"max_abs_score_diff": float(diff.max()), "mean_abs_score_diff": float(diff.mean()),
-                        "p95_abs_score_diff": float(np.percentile(diff, 95))}
+                        "p95_abs_score_diff": float(np.percentile(diff, 95)),
+                        "largest": [{"distortion": crop_labels[i], "score": round(float(base[i]), 2),
+                                     "change": round(float(delta[i]), 2)} for i in worst]}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -13,9 +13,9 @@ from training.models.student import QFMStudent
 from training.transforms import grid_crops, normalize
 
 
-def parity_crops(model: QFMStudent, n_images: int = 24, grid: int = 2, seed: int = 0) -> np.ndarray:
-    """Normalised evaluation crops of synthetic-benchmark test images: read from the cache when
-    it exists, otherwise regenerated (held-out photographs x distortion levels, deterministic)."""
+def parity_images(n_images: int = 24, seed: int = 0) -> list[tuple[np.ndarray, str, int]]:
+    """(image, distortion, level) for held-out synthetic-benchmark photographs, generated here
+    (held-out photographs x random distortion levels; deterministic by seed)."""
     from training.data.build_synthetic import square_views, split_photos
     from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
     from training.data.synthetic.photos import PHOTOS, load_photo
@@ -23,13 +23,18 @@ def parity_crops(model: QFMStudent, n_images: int = 24, grid: int = 2, seed: int
     rng = np.random.default_rng(seed)
     names = sorted(DISTORTIONS)
     test_photos = [p for p in PHOTOS if p.name in split_photos(0, 0.2)]
-    images = []
+    out = []
     for k in range(n_images):
         photo = test_photos[k % len(test_photos)]
         ref = square_views(load_photo(photo), 288)[0][1]
         name, level = names[rng.integers(len(names))], int(rng.integers(1, N_LEVELS + 1))
-        images.append(apply(name, ref, level, np.random.default_rng([seed, k])))
-    crops = np.concatenate([grid_crops(im, model.cfg.input_size, grid) for im in images])
+        out.append((apply(name, ref, level, np.random.default_rng([seed, k])), name, level))
+    return out
+
+
+def parity_crops(model: QFMStudent, n_images: int = 24, grid: int = 2, seed: int = 0) -> np.ndarray:
+    """Normalised evaluation crops (grid x grid per image, image by image) of parity_images()."""
+    crops = np.concatenate([grid_crops(im, model.cfg.input_size, grid) for im, _, _ in parity_images(n_images, seed)])
     return normalize(crops, model.cfg.mean, model.cfg.std)
 
 

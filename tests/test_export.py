@@ -210,3 +210,6 @@ def test_noise_sensitivity_perturbations_stay_invisible(model, tmp_path):
     assert result["n_crops"] == 8
     for name in ("fp16_input", "gauss_0.5", "requant_1"):
         assert 0 < result[name]["mean_abs_score_diff"] <= result[name]["max_abs_score_diff"]
+        worst = result[name]["largest"][0]
+        assert abs(worst["change"]) == pytest.approx(result[name]["max_abs_score_diff"], abs=0.01)
+        assert worst["distortion"].split("@")[0] in {d for _, d, _ in parity.parity_images(2)}
