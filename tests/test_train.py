@@ -83,3 +83,24 @@ def test_training_moves_weights_and_uses_qfm(tmp_path, tiny_livec):
     after = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
     assert not torch.equal(after["score_head.weight"], before["score_head.weight"])
     assert torch.equal(after["backbone.conv_stem.weight"], before["backbone.conv_stem.weight"])  # frozen
+
+
+def test_dither_moves_pixels_by_at_most_one_grey_level(tiny_livec):
+    """data.dither: half the crops get +-1 grey level per pixel, labels unchanged; dither 0 draws
+    nothing extra from the random stream, so runs made before the option crop identically."""
+    import numpy as np
+
+    from training.datasets import ImageCache, RandomCropDataset
+
+    cfg, sources, _ = tiny_livec
+    cache = ImageCache(sources[0][0])
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    plain = RandomCropDataset(cache, 64, mean, std, seed=1)
+    dithered = RandomCropDataset(cache, 64, mean, std, seed=1, dither=1)
+    moved_any = 0
+    for i in range(len(cache)):
+        (a, ya), (b, yb) = plain[i], dithered[i]
+        grey = ((b - a) * 0.5 * 255).numpy()  # back to grey levels (std 0.5)
+        assert ya == yb and np.abs(grey).max() <= 1.0 + 1e-3
+        moved_any += bool(np.abs(grey).max() > 0.5)
+    assert 0 < moved_any < len(cache)  # about half the crops

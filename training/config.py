@@ -15,6 +15,7 @@ DEFAULTS = {
         "train": [{"dataset": "synthetic", "split": "train"}],
         "val": {"dataset": "synthetic", "split": "test"},
         "eval_grid": 3,  # n x n evaluation crops per image
+        "dither": 0,  # max grey levels of label-keeping random dither on half the training crops
     },
     "train": {"epochs": 10, "batch_size": 32, "lr": 3e-4, "backbone_lr_scale": 0.3, "weight_decay": 0.01,
               "warmup_steps": 30, "eval_every": 1, "threads": 0},

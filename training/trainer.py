@@ -141,7 +141,8 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
     model = build_student(cfg)
     mc = model.cfg
     caches = [ImageCache(m, f"decode {m.name} ({len(m)})") for m, _ in train_sources]
-    crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k) for k, c in enumerate(caches)]
+    crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"])
+                 for k, c in enumerate(caches)]
     sampler = MixtureSampler([len(c) for c in caches], [n for _, n in train_sources], cfg["seed"],
                              global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world)
     loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"] // ctx.world, sampler=sampler,
