@@ -104,3 +104,28 @@ def test_dither_moves_pixels_by_at_most_one_grey_level(tiny_livec):
         assert ya == yb and np.abs(grey).max() <= 1.0 + 1e-3
         moved_any += bool(np.abs(grey).max() > 0.5)
     assert 0 < moved_any < len(cache)  # about half the crops
+
+
+def test_dither_consistency_term_is_the_score_gap_of_a_dithered_copy():
+    """loss.w_dither adds exactly w * smooth-L1(score(dithered crop), score(crop)) on the 0..1
+    scale, and its gradient reaches the student (the clean score is the fixed target)."""
+    import copy
+
+    from training.config import DEFAULTS
+    from training.models import create_student
+
+    torch.manual_seed(0)
+    model = create_student("qfm_lite0", pretrained="none", num_queries=2).eval()  # eval: no dropout noise
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor([30.0, 70.0])
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["qfm"]["enabled"] = False
+    base, _ = trainer.qfm_step(model, x, y, None, cfg)
+    cfg["loss"]["w_dither"] = 2.0
+    loss, logs = trainer.qfm_step(model, x, y, None, cfg)
+    assert logs["dither"] > 0
+    assert loss.item() == pytest.approx(base.item() + 2.0 * logs["dither"], rel=1e-5)
+    cfg["loss"].update(w_clean=0.0, w_plcc=0.0)  # the dither term alone: its gradient must reach the head
+    only, logs = trainer.qfm_step(model, x, y, None, cfg)
+    assert only.item() == pytest.approx(2.0 * logs["dither"], rel=1e-5)
+    only.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.score_head.parameters())

@@ -21,7 +21,10 @@ DEFAULTS = {
               "warmup_steps": 30, "eval_every": 1, "threads": 0},
     "qfm": {"enabled": True, "memory_size": 1024, "tau": 3.0, "alpha": 1.0, "metric": "cosine",
             "min_memory": 64},
-    "loss": {"regression": "smooth_l1", "w_clean": 1.0, "w_perturbed": 0.5, "w_consistency": 0.5, "w_plcc": 0.3},
+    "loss": {"regression": "smooth_l1", "w_clean": 1.0, "w_perturbed": 0.5, "w_consistency": 0.5, "w_plcc": 0.3,
+             # score of a +-1 grey-level dithered copy of each crop pulled to the clean score
+             # (one more forward/backward pass per step)
+             "w_dither": 0.0},
 }
 
 

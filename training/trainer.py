@@ -66,6 +66,17 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
         lp = plcc_loss(score, y)
         loss = loss + lc["w_plcc"] * lp
         logs["plcc"] = lp.item()
+    if lc["w_dither"] > 0:
+        # The same crops with every pixel moved by -1/0/+1 grey level (kept inside 0..255): a change
+        # nobody can see, so the score must not follow it (benchmarks/noise_sensitivity.py).
+        std = torch.tensor(model.cfg.std, dtype=x.dtype).view(1, 3, 1, 1)
+        mean = torch.tensor(model.cfg.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        moved = x + torch.randint(-1, 2, x.shape).to(x.dtype) / (255.0 * std)
+        moved = torch.maximum(torch.minimum(moved, (1 - mean) / std), -mean / std)
+        d_score, _ = model.decode(model.backbone_tokens(moved))
+        ldither = consistency_loss(score / unit, d_score / unit)
+        loss = loss + lc["w_dither"] * ldither
+        logs["dither"] = ldither.item()
     if memory is not None:
         semantic = tokens.mean(dim=1).detach()  # pre-gate features: what the gate must learn to filter
         bank_f, bank_s = memory.contents()
