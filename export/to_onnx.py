@@ -41,8 +41,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET)
     ap.add_argument("--no-slim", action="store_true", help="skip the onnxslim cleanup")
-    ap.add_argument("--parity-images", type=int, default=24, help="held-out images whose crops are compared (and on which --fp32-stages auto chooses: "
-                         "fewer images, weaker evidence)")
+    ap.add_argument("--parity-images", type=int, default=24,
+                    help="held-out images whose crops are compared (and on which --fp32-stages auto "
+                         "chooses: fewer images, weaker evidence)")
     ap.add_argument("--fp32-stages", default="auto",
                     help="leading backbone stages kept FP32 in the FP16 model: a number, or 'auto' for "
                          "the fewest that meet the FP16 parity limits")

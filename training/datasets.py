@@ -31,9 +31,10 @@ class RandomCropDataset(Dataset):
 
     `dither`: on half the crops, every pixel moves by a random whole number of grey levels in
     [-dither, dither]. Such changes are invisible (what two JPEG decoders or resamplers disagree by;
-    the weakest synthetic noise is 4 grey levels) and keep the label, so the student learns not to
-    read them as noise: without it the bundled student moved by up to 30 points under +-1 grey
-    level (benchmarks/noise_sensitivity.py), and FP16 rounding triggers the same sensitivity."""
+    the weakest synthetic noise is 4 grey levels) and keep the label; the hope was that the student
+    stops reading them as noise (the bundled student moves by up to 30 points under +-1 grey level,
+    benchmarks/noise_sensitivity.py). Measured: it does not, here (README, "Results"); kept as an
+    option, off by default."""
 
     def __init__(self, cache: ImageCache, size: int, mean, std, seed: int, dither: int = 0):
         self.cache, self.size, self.mean, self.std, self.seed = cache, size, mean, std, seed
