@@ -55,10 +55,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    x = parity.parity_crops(model, args.images, grid=GRID)
-    # parity_crops keeps image order, GRID x GRID crops per image: the distortion of every crop.
-    crop_labels = [f"{name}@{level}" for _, name, level in parity.parity_images(args.images)
-                   for _ in range(GRID * GRID)]
+    images = parity.parity_images(args.images)  # the export's parity images, generated once
+    x = parity.crops_of(model, [im for im, _, _ in images], GRID)
+    # crops_of keeps image order, GRID x GRID crops per image: the distortion of every crop.
+    crop_labels = [f"{name}@{level}" for _, name, level in images for _ in range(GRID * GRID)]
     base = parity.run_torch(model, x)[0]
     result = {"checkpoint": str(args.checkpoint), "n_crops": int(len(x))}
     for name, xp in perturbations(x, model.cfg.mean, model.cfg.std, np.random.default_rng(args.seed)).items():

@@ -34,7 +34,12 @@ def parity_images(n_images: int = 24, seed: int = 0) -> list[tuple[np.ndarray, s
 
 def parity_crops(model: QFMStudent, n_images: int = 24, grid: int = 2, seed: int = 0) -> np.ndarray:
     """Normalised evaluation crops (grid x grid per image, image by image) of parity_images()."""
-    crops = np.concatenate([grid_crops(im, model.cfg.input_size, grid) for im, _, _ in parity_images(n_images, seed)])
+    return crops_of(model, [im for im, _, _ in parity_images(n_images, seed)], grid)
+
+
+def crops_of(model: QFMStudent, images: list[np.ndarray], grid: int) -> np.ndarray:
+    """Normalised grid x grid crops of each image, image by image, for this student."""
+    crops = np.concatenate([grid_crops(im, model.cfg.input_size, grid) for im in images])
     return normalize(crops, model.cfg.mean, model.cfg.std)
 
 

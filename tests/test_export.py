@@ -7,6 +7,7 @@ import pytest
 
 from conftest import BUNDLE, run_script as _run
 from export import io_names, onnx_export, parity
+from export.build_engine import fp32_weight_nodes
 from export.onnx_export import check
 from training.checkpoint import load_student
 from training.transforms import channels_first, grid_crops, load_rgb, normalize
@@ -29,12 +30,10 @@ def test_onnx_signatures(exported):
     kept = json.loads((exported / "onnx_report.json").read_text())["fp16_precision"]["fp32_stages"]
     assert len(kept) <= 3
     kept_nodes = {n for name, nodes in onnx_export.backbone_stages(fp16) if name in kept for n in nodes}
-    fp32_weights = {t.name for t in fp16.graph.initializer
-                    if len(t.dims) > 1 and t.data_type == onnx.TensorProto.FLOAT}
-    readers = {n.name for n in fp16.graph.node if fp32_weights.intersection(n.input)}
+    readers = set(fp32_weight_nodes(exported / "qfm_student_fp16.onnx"))
     assert readers <= kept_nodes and (readers or not kept)
-    n_fp16 = sum(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer if len(t.dims) > 1)
-    assert n_fp16 > 10 * max(1, len(fp32_weights))
+    weight_types = [t.data_type for t in fp16.graph.initializer if len(t.dims) > 1]
+    assert weight_types.count(onnx.TensorProto.FLOAT16) > 10 * max(1, weight_types.count(onnx.TensorProto.FLOAT))
     assert not any("input." in n.name or n.name.startswith("onnx::") for n in fp16.graph.input)
 
 
@@ -50,10 +49,9 @@ def test_fp16_conversion_can_keep_the_first_stages_fp32(exported, model, tmp_pat
     onnx_export.convert_fp16(fp32, mixed, keep_fp32=tuple(stem))
     check(mixed)
     graph = onnx.load(str(mixed)).graph
-    weights = {t.name: t.data_type for t in graph.initializer if len(t.dims) > 1}
-    fp32_readers = {n.name for n in graph.node if any(weights.get(i) == onnx.TensorProto.FLOAT for i in n.input)}
-    weighted_stem = {n.name for n in graph.node if n.name in stem and any(i in weights for i in n.input)}
-    assert fp32_readers == weighted_stem and weighted_stem  # the stem conv, and nothing else
+    weights = {t.name for t in graph.initializer if len(t.dims) > 1}
+    weighted_stem = {n.name for n in graph.node if n.name in stem and weights.intersection(n.input)}
+    assert set(fp32_weight_nodes(mixed)) == weighted_stem and weighted_stem  # the stem conv, and nothing else
     x = parity.parity_crops(model, 2)
     r = parity.compare(parity.run_torch(model, x), parity.run_onnx(parity.ort_session(mixed), x))
     assert r["max_abs_score_diff"] < 1.0 and r["min_embedding_cosine"] > 0.999, r
@@ -208,8 +206,9 @@ def test_noise_sensitivity_perturbations_stay_invisible(model, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["n_crops"] == 8
+    distortions = {d for _, d, _ in parity.parity_images(2)}
     for name in ("fp16_input", "gauss_0.5", "requant_1"):
         assert 0 < result[name]["mean_abs_score_diff"] <= result[name]["max_abs_score_diff"]
         worst = result[name]["largest"][0]
         assert abs(worst["change"]) == pytest.approx(result[name]["max_abs_score_diff"], abs=0.01)
-        assert worst["distortion"].split("@")[0] in {d for _, d, _ in parity.parity_images(2)}
+        assert worst["distortion"].split("@")[0] in distortions
