@@ -99,7 +99,7 @@ def test_dither_moves_pixels_by_at_most_one_grey_level(tiny_livec):
     dithered = RandomCropDataset(cache, 64, mean, std, seed=1, dither=1)
     moved_any = 0
     for i in range(len(cache)):
-        (a, ya), (b, yb) = plain[i], dithered[i]
+        (a, ya, _), (b, yb, _) = plain[i], dithered[i]
         grey = ((b - a) * 0.5 * 255).numpy()  # back to grey levels (std 0.5)
         assert ya == yb and np.abs(grey).max() <= 1.0 + 1e-3
         moved_any += bool(np.abs(grey).max() > 0.5)
@@ -129,3 +129,112 @@ def test_dither_consistency_term_is_the_score_gap_of_a_dithered_copy():
     assert only.item() == pytest.approx(2.0 * logs["dither"], rel=1e-5)
     only.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.score_head.parameters())
+
+
+def test_within_reference_residual_ignores_a_per_photograph_offset():
+    """labels: within_reference: adding any constant to all versions of one photograph (its
+    pristine level) changes nothing; absolute items are plain pred - target; a grouped item alone
+    in the batch is left out. Checked against a brute-force loop."""
+    from training.qfm.losses import label_residual
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(12, generator=g) * 100, torch.rand(12, generator=g) * 100
+    group = torch.tensor([-1, 4, 4, 4, -1, 9, 9, 2, -1, 4, 7, 7])
+    res, usable = label_residual(pred, target, group)
+    for i in range(12):
+        if group[i] < 0:
+            assert res[i].item() == pytest.approx((pred[i] - target[i]).item(), abs=1e-4) and usable[i]
+            continue
+        same = group == group[i]
+        want = (pred[i] - pred[same].mean()) - (target[i] - target[same].mean())
+        assert res[i].item() == pytest.approx(want.item(), abs=1e-4)
+        assert bool(usable[i]) == (same.sum() > 1)
+    shifted = target + torch.where(group == 4, 25.0, 0.0) + torch.where(group == 7, -13.0, 0.0)
+    res2, _ = label_residual(pred, shifted, group)
+    assert torch.allclose(res, res2, atol=1e-4)
+    moved = target.clone()
+    moved[0] += 5.0   # an absolute label: its residual must follow
+    assert label_residual(pred, moved, group)[0][0].item() == pytest.approx(res[0].item() - 5.0, abs=1e-4)
+
+
+def test_qfm_step_with_within_reference_groups():
+    """The step's loss is unchanged when grouped labels move by a per-photograph constant and
+    changes when an absolute label moves; without groups it is the plain loss."""
+    import copy
+
+    from training.config import DEFAULTS
+    from training.models import create_student
+
+    torch.manual_seed(0)
+    model = create_student("qfm_lite0", pretrained="none", num_queries=2).eval()
+    x = torch.randn(6, 3, 64, 64)
+    y = torch.tensor([30.0, 70.0, 55.0, 80.0, 20.0, 40.0])
+    group = torch.tensor([-1, -1, 0, 0, 1, 1])
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["qfm"]["enabled"] = False
+    base, _ = trainer.qfm_step(model, x, y, None, cfg, group=group)
+    offset, _ = trainer.qfm_step(model, x, y + torch.tensor([0, 0, 17.0, 17.0, -9.0, -9.0]), None, cfg, group=group)
+    assert offset.item() == pytest.approx(base.item(), rel=1e-5)
+    moved, _ = trainer.qfm_step(model, x, y + torch.tensor([10.0, 0, 0, 0, 0, 0]), None, cfg, group=group)
+    assert moved.item() != pytest.approx(base.item(), rel=1e-3)
+    plain, _ = trainer.qfm_step(model, x, y, None, cfg)
+    ungrouped, _ = trainer.qfm_step(model, x, y, None, cfg, group=torch.full((6,), -1))
+    assert plain.item() == ungrouped.item()
+
+
+def test_mixture_sampler_draws_grouped_sources_in_runs_of_one_photograph():
+    import numpy as np
+
+    from training.datasets import MixtureSampler
+
+    codes = np.repeat(np.arange(7), 5)[np.random.default_rng(0).permutation(35)]  # 7 photos x 5 versions
+    plain = MixtureSampler([10, 35], [None, 14], seed=2)
+    same = MixtureSampler([10, 35], [None, 14], seed=2, grouped=[None, None])
+    assert list(plain) == list(same)   # no grouped source: the plan made before the option existed
+    s = MixtureSampler([10, 35], [None, 14], seed=2, grouped=[None, (codes, 4)])
+    for epoch in (1, 2):
+        s.set_epoch(epoch)
+        plan = list(s)
+        assert len(plan) == len(s) == 10 + 12   # 14 rounded down to whole runs of 4
+        assert sorted(i for i in plan if i < 10) == list(range(10))
+        k = 0
+        while k < len(plan):
+            if plan[k] < 10:
+                k += 1
+                continue
+            run = plan[k:k + 4]
+            assert all(i >= 10 for i in run) and len({codes[i - 10] for i in run}) == 1 and len(set(run)) == 4
+            k += 4
+
+
+def test_load_sources_checks_entries(tmp_path, livec_dev):
+    from training.train import load_sources
+
+    rows = (livec_dev / "mos.csv").read_text().splitlines()
+    csv = tmp_path / "few.csv"
+    csv.write_text("\n".join([rows[0]] + [f"{livec_dev}/{r}" for r in rows[1:5]]) + "\n")
+    (src,) = load_sources([{"dataset": str(csv), "samples_per_epoch": 3}])
+    assert (src.labels, src.group_size, src.samples_per_epoch, len(src.meta)) == ("absolute", 1, 3, 4)
+    with pytest.raises(KeyError, match="lables"):
+        load_sources([{"dataset": str(csv), "lables": "absolute"}])
+    with pytest.raises(ValueError, match="ref_id"):   # LIVEC has no reference photographs
+        load_sources([{"dataset": str(csv), "labels": "within_reference"}])
+    with pytest.raises(ValueError, match="labels must be"):
+        load_sources([{"dataset": str(csv), "labels": "relative"}])
+
+
+@pytest.mark.slow
+def test_fit_with_a_within_reference_source(tmp_path, tiny_livec):
+    """fit() end to end with an absolute source plus a grouped one (here LIVEC images given made-up
+    reference ids, three per "photograph"): the grouped path trains and writes its run folder."""
+    from training.datasets import TrainSource
+    from training.data.meta import MetaInfo, Sample
+
+    cfg, sources, val = tiny_livec
+    meta = sources[0][0]
+    grouped = MetaInfo("grouped", [Sample(s.path, s.mos, f"ref{k // 3}") for k, s in enumerate(meta.samples)],
+                       meta.scale, "content")
+    cfg = {**cfg, "train": {**cfg["train"], "epochs": 1}}
+    m = trainer.fit(cfg, tmp_path / "run", [sources[0], TrainSource(grouped, 8, "within_reference", 4)], val)
+    assert m["final_epoch"] == 1 and (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
+    assert m["history"][0]["train_loss"] > 0 and "srcc" in m["val"]

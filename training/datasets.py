@@ -2,6 +2,8 @@
 and a per-epoch mixture of several sources (e.g. synthetic + LIVEC)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -9,6 +11,44 @@ from tqdm import tqdm
 
 from training.data.meta import MetaInfo
 from training.transforms import load_rgb, normalize, random_crop
+
+
+LABEL_KINDS = ("absolute", "within_reference")
+
+
+class TrainSource(NamedTuple):
+    """One `data.train` entry: a data set, how many of its images one epoch draws (all when None),
+    and what its labels can be trusted for.
+
+    labels="absolute": the score itself is the target (human MOS).
+    labels="within_reference": only the differences between versions of one reference photograph
+    are targets (full-reference labels: they say how much a distortion cost that photograph, and
+    nothing about how good the pristine photograph is next to another one). Such a source is drawn
+    in runs of `group_size` versions of one reference, so a batch holds the pairs to compare."""
+
+    meta: MetaInfo
+    samples_per_epoch: int | None = None
+    labels: str = "absolute"
+    group_size: int = 1
+
+
+def as_train_source(s) -> TrainSource:
+    """Accept the older (meta, samples_per_epoch) pairs as absolute-label sources."""
+    src = s if isinstance(s, TrainSource) else TrainSource(*s)
+    if src.labels not in LABEL_KINDS:
+        raise ValueError(f"{src.meta.name}: labels must be one of {LABEL_KINDS}, got {src.labels!r}")
+    if src.labels == "within_reference":
+        if src.group_size < 2:
+            raise ValueError(f"{src.meta.name}: within_reference labels need group_size >= 2, got {src.group_size}")
+        if any(not x.ref_id for x in src.meta.samples):
+            raise ValueError(f"{src.meta.name}: within_reference labels need a ref_id on every image")
+    return src
+
+
+def reference_codes(meta: MetaInfo) -> np.ndarray:
+    """One integer per image naming its reference photograph (0..n_refs-1)."""
+    _, codes = np.unique([s.ref_id for s in meta.samples], return_inverse=True)
+    return codes.astype(np.int64)
 
 
 class ImageCache:
@@ -29,6 +69,9 @@ class ImageCache:
 class RandomCropDataset(Dataset):
     """Random crops (and mirror images) of the cached images, normalised for the student.
 
+    Items are (crop, target, group): `group` is -1 for absolute labels, else an id shared by every
+    version of one reference photograph (see TrainSource; `groups` gives one id per image).
+
     `dither`: on half the crops, every pixel moves by a random whole number of grey levels in
     [-dither, dither]. Such changes are invisible (what two JPEG decoders or resamplers disagree by;
     the weakest synthetic noise is 4 grey levels) and keep the label; the hope was that the student
@@ -36,9 +79,11 @@ class RandomCropDataset(Dataset):
     benchmarks/noise_sensitivity.py). Measured: it does not, here (README, "Results"); kept as an
     option, off by default."""
 
-    def __init__(self, cache: ImageCache, size: int, mean, std, seed: int, dither: int = 0):
+    def __init__(self, cache: ImageCache, size: int, mean, std, seed: int, dither: int = 0,
+                 groups: np.ndarray | None = None):
         self.cache, self.size, self.mean, self.std, self.seed = cache, size, mean, std, seed
         self.dither = int(dither)
+        self.groups = np.full(len(cache), -1, np.int64) if groups is None else np.asarray(groups, np.int64)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -52,33 +97,59 @@ class RandomCropDataset(Dataset):
             noise = rng.integers(-self.dither, self.dither + 1, crop.shape, dtype=np.int16)
             crop = np.clip(crop.astype(np.int16) + noise, 0, 255).astype(np.uint8)
         x = normalize(np.ascontiguousarray(crop)[None], self.mean, self.std)[0]
-        return torch.from_numpy(x), torch.tensor(self.cache.targets[i])
+        return torch.from_numpy(x), torch.tensor(self.cache.targets[i]), torch.tensor(self.groups[i])
 
 
 class MixtureSampler(Sampler):
     """Each epoch draws `per_source[k]` indices from source k (all of it when None; with
-    replacement only when asking for more than it has) and shuffles them together."""
+    replacement only when asking for more than it has) and shuffles them together.
+
+    `grouped[k] = (reference codes, G)` draws source k instead as runs of G different versions of
+    one reference photograph (references picked at random), rounded down to whole runs; the runs are
+    shuffled with the other indices but stay contiguous, so they share a batch (unless one straddles
+    a batch boundary). Without grouped sources the plan is exactly the ungrouped one."""
 
     def __init__(self, sizes: list[int], per_source: list[int | None], seed: int, global_batch: int = 0,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, grouped: list[tuple[np.ndarray, int] | None] | None = None):
         self.offsets = np.cumsum([0] + sizes[:-1])
-        self.sizes, self.per_source, self.seed, self.epoch = sizes, per_source, seed, 0
+        self.sizes, self.seed, self.epoch = sizes, seed, 0
+        self.grouped = grouped or [None] * len(sizes)
+        self.per_source = [self._wanted(s, w, g) for s, w, g in zip(sizes, per_source, self.grouped)]
         # Distributed: every process draws the same plan; process r takes slice r of each global
         # batch (the trailing partial batch is dropped, as the loader's drop_last does anyway).
         self.global_batch, self.rank, self.world = global_batch, rank, world
         if world > 1 and (global_batch <= 0 or global_batch % world):
             raise ValueError(f"batch_size {global_batch} must be a positive multiple of the {world} processes")
 
+    @staticmethod
+    def _wanted(size: int, want: int | None, grouped) -> int | None:
+        if grouped is None:
+            return want
+        return (size if want is None else want) // grouped[1] * grouped[1]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _plan(self) -> np.ndarray:
         rng = np.random.default_rng([self.seed, self.epoch, 7])
-        parts = []
-        for off, size, want in zip(self.offsets, self.sizes, self.per_source):
+        if not any(g is not None for g in self.grouped):
+            parts = []
+            for off, size, want in zip(self.offsets, self.sizes, self.per_source):
+                want = size if want is None else want
+                parts.append(off + rng.choice(size, want, replace=want > size))
+            return rng.permutation(np.concatenate(parts))
+        runs = []   # contiguous index runs: single images, or G versions of one reference
+        for off, size, want, grouped in zip(self.offsets, self.sizes, self.per_source, self.grouped):
             want = size if want is None else want
-            parts.append(off + rng.choice(size, want, replace=want > size))
-        return rng.permutation(np.concatenate(parts))
+            if grouped is None:
+                runs += [[i] for i in off + rng.choice(size, want, replace=want > size)]
+                continue
+            codes, g = grouped
+            members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+            for ref in rng.choice(len(members), want // g):
+                m = members[ref]
+                runs.append(off + rng.choice(m, g, replace=len(m) < g))
+        return np.concatenate([runs[k] for k in rng.permutation(len(runs))]).astype(np.int64)
 
     def _total(self) -> int:
         return int(sum(s if w is None else w for s, w in zip(self.sizes, self.per_source)))

@@ -15,13 +15,27 @@ from pathlib import Path
 
 from training.config import load_config
 from training.data.registry import load_dataset
+from training.datasets import TrainSource, as_train_source
 from training import distributed
 from training.trainer import fit
 
 
-def load_sources(entries: list[dict]):
-    """(MetaInfo, samples_per_epoch) for each `data.train` entry of a config."""
-    return [(load_dataset(e["dataset"], e.get("root"), e.get("split")), e.get("samples_per_epoch")) for e in entries]
+SOURCE_KEYS = {"dataset", "root", "split", "samples_per_epoch", "labels", "group_size"}
+
+
+def load_sources(entries: list[dict]) -> list[TrainSource]:
+    """A TrainSource for each `data.train` entry of a config:
+    {dataset, root, split, samples_per_epoch, labels: absolute|within_reference, group_size}."""
+    out = []
+    for e in entries:
+        unknown = set(e) - SOURCE_KEYS
+        if unknown:
+            raise KeyError(f"unknown key(s) {sorted(unknown)} in data.train entry {e}; known: {sorted(SOURCE_KEYS)}")
+        labels = e.get("labels", "absolute")
+        group = e.get("group_size", 4 if labels == "within_reference" else 1)
+        meta = load_dataset(e["dataset"], e.get("root"), e.get("split"))
+        out.append(as_train_source(TrainSource(meta, e.get("samples_per_epoch"), labels, group)))
+    return out
 
 
 def load_val(entry: dict | None):

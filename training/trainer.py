@@ -24,12 +24,12 @@ from tqdm import tqdm
 from training import distributed
 from training.checkpoint import load_student, load_training_state, save_student, save_training_state
 from training.data.meta import MetaInfo
-from training.datasets import ImageCache, MixtureSampler, RandomCropDataset
+from training.datasets import ImageCache, MixtureSampler, RandomCropDataset, as_train_source, reference_codes
 from training.inference import predict_images
 from training.metrics import iqa_metrics
 from training.models.registry import student_config
 from training.models.student import QFMStudent
-from training.qfm.losses import consistency_loss, plcc_loss, regression_loss
+from training.qfm.losses import consistency_loss, label_residual, plcc_loss, regression_loss
 from training.qfm.matching import semantic_noise_match
 from training.qfm.memory import MemoryBank
 
@@ -51,19 +51,36 @@ def build_student(cfg: dict) -> QFMStudent:
     return QFMStudent(student_config(name, **s))
 
 
+def _regression(score: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None, kind: str,
+                unit: float, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Regression on the 0..1 scale (so its weight is comparable with the PLCC term's); items with
+    within-reference labels are compared inside their group only (qfm.losses.label_residual)."""
+    if group is None or not bool((group >= 0).any()):
+        if keep is not None:
+            score, y = score[keep], y[keep]
+        return regression_loss(score / unit, y / unit, kind)
+    residual, usable = label_residual(score / unit, y / unit, group)
+    usable = usable if keep is None else usable & keep
+    if not usable.any():
+        return score.new_zeros(())
+    return regression_loss(residual[usable], torch.zeros_like(residual[usable]), kind)
+
+
 def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: MemoryBank | None, cfg: dict,
-             ctx: distributed.Context | None = None) -> tuple[torch.Tensor, dict]:
+             ctx: distributed.Context | None = None, group: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """One training step's loss: clean regression, and with QFM on, the semantic-noise
-    perturbed prediction and its consistency with the clean one."""
+    perturbed prediction and its consistency with the clean one. `group`: per item, -1 for
+    absolute labels, else the reference photograph whose versions it is compared with."""
     lc, qc = cfg["loss"], cfg["qfm"]
     tokens = model.backbone_tokens(x)
     score, _ = model.decode(tokens)
-    # Regression terms on the 0..1 scale, so their weights are comparable with the PLCC term's.
     unit = model.score_span
-    loss = lc["w_clean"] * regression_loss(score / unit, y / unit, lc["regression"])
+    loss = lc["w_clean"] * _regression(score, y, group, lc["regression"], unit)
     logs = {"reg": loss.item()}
+    absolute = None if group is None else group < 0
     if lc["w_plcc"] > 0:
-        lp = plcc_loss(score, y)
+        # Correlation across images assumes one label scale: absolute-label items only.
+        lp = plcc_loss(score, y) if absolute is None or absolute.all() else plcc_loss(score[absolute], y[absolute])
         loss = loss + lc["w_plcc"] * lp
         logs["plcc"] = lp.item()
     if lc["w_dither"] > 0:
@@ -85,7 +102,7 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
             if valid.any():
                 noise = bank_f[idx].to(tokens) * valid.to(tokens).unsqueeze(1)
                 p_score, _ = model.decode(tokens + qc["alpha"] * noise.unsqueeze(1))
-                lpert = regression_loss(p_score[valid] / unit, y[valid] / unit, lc["regression"])
+                lpert = _regression(p_score, y, group, lc["regression"], unit, keep=valid)
                 lcons = consistency_loss(score[valid] / unit, p_score[valid] / unit)
                 loss = loss + lc["w_perturbed"] * lpert + lc["w_consistency"] * lcons
                 logs.update(pert=lpert.item(), cons=lcons.item(), matched=valid.float().mean().item())
@@ -103,8 +120,8 @@ class TrainStep(torch.nn.Module):
         super().__init__()
         self.model, self.memory, self.cfg, self.ctx = model, memory, cfg, ctx
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor):
-        return qfm_step(self.model, x, y, self.memory, self.cfg, self.ctx)
+    def forward(self, x: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None = None):
+        return qfm_step(self.model, x, y, self.memory, self.cfg, self.ctx, group)
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -139,8 +156,21 @@ def plot_curves(history: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int | None]], val_meta: MetaInfo | None,
-        resume: bool = True) -> dict:
+def _group_ids(sources) -> list[np.ndarray | None]:
+    """Per source, one group id per image (unique across sources), or None for absolute labels."""
+    out, next_id = [], 0
+    for s in sources:
+        if s.labels == "absolute":
+            out.append(None)
+            continue
+        codes = reference_codes(s.meta)
+        out.append(codes + next_id)
+        next_id += int(codes.max()) + 1
+    return out
+
+
+def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None, resume: bool = True) -> dict:
+    """`train_sources`: TrainSource entries (or (meta, samples_per_epoch) pairs, absolute labels)."""
     out = Path(out_dir)
     ctx = distributed.init()
     if ctx.main:
@@ -151,11 +181,14 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
     torch.manual_seed(cfg["seed"])
     model = build_student(cfg)
     mc = model.cfg
-    caches = [ImageCache(m, f"decode {m.name} ({len(m)})") for m, _ in train_sources]
-    crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"])
-                 for k, c in enumerate(caches)]
-    sampler = MixtureSampler([len(c) for c in caches], [n for _, n in train_sources], cfg["seed"],
-                             global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world)
+    sources = [as_train_source(s) for s in train_sources]
+    caches = [ImageCache(s.meta, f"decode {s.meta.name} ({len(s.meta)})") for s in sources]
+    groups = _group_ids(sources)
+    crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"], g)
+                 for k, (c, g) in enumerate(zip(caches, groups))]
+    grouped = [None if g is None else (reference_codes(s.meta), s.group_size) for s, g in zip(sources, groups)]
+    sampler = MixtureSampler([len(c) for c in caches], [s.samples_per_epoch for s in sources], cfg["seed"],
+                             global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world, grouped=grouped)
     loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"] // ctx.world, sampler=sampler,
                         drop_last=True, num_workers=0)
     val_cache = ImageCache(val_meta, f"decode val {val_meta.name} ({len(val_meta)})") \
@@ -190,8 +223,8 @@ def fit(cfg: dict, out_dir: str | Path, train_sources: list[tuple[MetaInfo, int 
         model.train()
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch}/{tc['epochs']}", unit="batch", leave=False, disable=not ctx.main)
-        for x, y in bar:
-            loss, logs = step(x.to(memory_format=torch.channels_last), y)
+        for x, y, group in bar:
+            loss, logs = step(x.to(memory_format=torch.channels_last), y, group if (group >= 0).any() else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
