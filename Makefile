@@ -41,7 +41,8 @@ synthetic: $(STAMP)
 	$(PY) training/data/build_synthetic.py
 
 # Reproduce the bundled model in models/qfm_iqm (CPU, fixed seeds; README "Bundled model").
-# Each step resumes or skips a finished run folder, so `make bundle` alone runs the whole chain.
+# Each step resumes or skips a finished run folder (and stops with an error on a folder made with
+# another recipe or data set size: delete it to start over), so `make bundle` alone runs the chain.
 data_cache/synthetic/train.csv: | $(STAMP)
 	$(PY) training/data/build_synthetic.py
 

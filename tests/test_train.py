@@ -238,3 +238,27 @@ def test_fit_with_a_within_reference_source(tmp_path, tiny_livec):
     m = trainer.fit(cfg, tmp_path / "run", [sources[0], TrainSource(grouped, 8, "within_reference", 4)], val)
     assert m["final_epoch"] == 1 and (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
     assert m["history"][0]["train_loss"] > 0 and "srcc" in m["val"]
+
+
+@pytest.mark.slow
+def test_a_run_folder_made_with_another_recipe_is_not_resumed(tmp_path, tiny_livec):
+    """fit() records what a run folder was made with; resuming or skipping it with a changed
+    config or a data set of other size is an error, extending train.epochs is a resume."""
+    import copy
+
+    cfg, sources, val = tiny_livec
+    cfg = copy.deepcopy(cfg)
+    cfg["train"]["epochs"] = 1
+    trainer.fit(cfg, tmp_path / "run", sources, val)
+    other = copy.deepcopy(cfg)
+    other["loss"]["w_plcc"] = 0.0
+    with pytest.raises(ValueError, match="different config"):
+        trainer.fit(other, tmp_path / "run", sources, val)
+    fewer = [(sources[0][0].subset(range(8)), None)]
+    with pytest.raises(ValueError, match="different train_sources"):
+        trainer.fit(cfg, tmp_path / "run", fewer, val)
+    longer = copy.deepcopy(cfg)
+    longer["train"]["epochs"] = 2
+    m = trainer.fit(longer, tmp_path / "run", sources, val)
+    assert [h["epoch"] for h in m["history"]] == [1, 2]   # resumed after epoch 1, not restarted
+    trainer.fit(other, tmp_path / "run", sources, val, resume=False)   # a fresh start is allowed

@@ -169,19 +169,51 @@ def _group_ids(sources) -> list[np.ndarray | None]:
     return out
 
 
+def run_identity(cfg: dict, sources, val_meta: MetaInfo | None) -> dict:
+    """What a run folder was made with: the config (less train.epochs, which a resume may extend)
+    and each data source's name, size and label kind. A changed recipe or a rebuilt data set with
+    other contents gives another identity."""
+    cfg = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
+    return json.loads(json.dumps({
+        "config": cfg,
+        "train_sources": [{"name": s.meta.name, "n": len(s.meta), "samples_per_epoch": s.samples_per_epoch,
+                           "labels": s.labels, "group_size": s.group_size} for s in sources],
+        "val": None if val_meta is None else {"name": val_meta.name, "n": len(val_meta)}}, default=str))
+
+
+def _check_identity(out: Path, identity: dict) -> None:
+    """Refuse to resume (or skip as finished) a run folder made with another recipe or data: a
+    silent mix of two recipes is worse than an error. Folders made before this check have no
+    identity file and are trusted."""
+    path = out / "identity.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != identity:
+            diff = sorted(k for k in identity if old.get(k) != identity[k])
+            raise ValueError(f"{out} was made with a different {' and '.join(diff)} (see {path}); delete the "
+                             "folder (or pass --fresh to train.py) to start this run over")
+        return
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(identity, indent=2))
+    os.replace(tmp, path)
+
+
 def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None, resume: bool = True) -> dict:
     """`train_sources`: TrainSource entries (or (meta, samples_per_epoch) pairs, absolute labels)."""
     out = Path(out_dir)
     ctx = distributed.init()
+    sources = [as_train_source(s) for s in train_sources]
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
+        if not (resume and (out / "state" / "trainer.json").exists()):
+            (out / "identity.json").unlink(missing_ok=True)   # a fresh start: this run's identity
+        _check_identity(out, run_identity(cfg, sources, val_meta))
     tc = cfg["train"]
     if tc["threads"]:
         torch.set_num_threads(tc["threads"])
     torch.manual_seed(cfg["seed"])
     model = build_student(cfg)
     mc = model.cfg
-    sources = [as_train_source(s) for s in train_sources]
     caches = [ImageCache(s.meta, f"decode {s.meta.name} ({len(s.meta)})") for s in sources]
     groups = _group_ids(sources)
     crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"], g)
