@@ -68,9 +68,9 @@ def test_photo_build_is_reproducible(tmp_path):
     assert not diff.diff_files and not diff.left_only and len(diff.same_files) == len(rows[0])
 
 
-@pytest.mark.slow
-def test_full_build_layout_and_split_hygiene(tmp_path, monkeypatch):
-    # Four photos and three distortions keep this quick; the code path is the real one.
+@pytest.fixture
+def small_benchmark(monkeypatch):
+    """Four photos and three distortions keep builds quick; the code path is the real one."""
     monkeypatch.setattr(bs, "PHOTOS", PHOTOS[:4])
     keep = {k: DISTORTIONS[k] for k in ("jpeg", "gaussian_blur", "white_noise")}
     monkeypatch.setattr(bs, "DISTORTIONS", keep)
@@ -78,6 +78,10 @@ def test_full_build_layout_and_split_hygiene(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dmod, "DISTORTIONS", keep)
     monkeypatch.setattr(bs, "split_photos", lambda seed, frac: {PHOTOS[1].name})
+
+
+@pytest.mark.slow
+def test_full_build_layout_and_split_hygiene(tmp_path, small_benchmark):
     out = tmp_path / "synthetic"
     info = bs.build(out, size=224, seed=0, test_fraction=0.25, workers=1)
     assert not (tmp_path / "synthetic.partial").exists()
@@ -102,3 +106,34 @@ def test_content_blind_oracle_predicts_the_training_mean_of_each_distortion_leve
     assert distortion_level_oracle(train, test).tolist() == [40.0, 100.0, 85.0]
     with pytest.raises(ValueError, match="blur"):
         distortion_level_oracle(train, [{"distortion": "blur", "level": "1"}])
+
+
+@pytest.mark.slow
+def test_an_interrupted_build_resumes_and_matches_an_uninterrupted_one(tmp_path, small_benchmark, monkeypatch):
+    whole = tmp_path / "whole"
+    bs.build(whole, size=224, seed=0, test_fraction=0.25, workers=1)
+    real, calls = bs.build_photo, []
+
+    def builds_two_photos_then_dies(pi, *a):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(pi)
+        return real(pi, *a)
+
+    monkeypatch.setattr(bs, "build_photo", builds_two_photos_then_dies)
+    out = tmp_path / "synthetic"
+    for seed in (1, 0):   # the seed-1 photos must not be reused by the seed-0 build
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            bs.build(out, size=224, seed=seed, test_fraction=0.25, workers=1)
+        assert calls == [0, 1]
+        assert not out.exists() and (tmp_path / "synthetic.partial").exists()   # nothing half-written in place
+    calls.clear()
+    monkeypatch.setattr(bs, "build_photo", lambda pi, *a: calls.append(pi) or real(pi, *a))
+    bs.build(out, size=224, seed=0, test_fraction=0.25, workers=1)
+    assert calls == [2, 3]   # photos 0 and 1 were not built again
+    for name in ("train.csv", "test.csv", "SOURCES.md"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    diff = filecmp.dircmp(out / "images", whole / "images")
+    assert not diff.diff_files and not diff.left_only and not diff.right_only
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in whole.iterdir())

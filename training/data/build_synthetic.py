@@ -2,6 +2,8 @@
 
     python training/data/build_synthetic.py [--out data_cache/synthetic] [--seed 0]
 
+An interrupted build resumes: photos finished in OUT.partial/ are kept (same settings only).
+
 Reference photographs shipped in installed packages (synthetic/photos.py) x 15 distortion types
 x 5 levels (synthetic/distortions.py), labelled 0..100 by an ensemble of full-reference metrics
 (synthetic/labels.py). SYNTHETIC: the labels are derived from full-reference metrics, not human
@@ -88,21 +90,46 @@ def build_photo(pi: int, size: int, seed: int, split: str, image_dir: Path) -> l
     return rows
 
 
+def _partial_folder(tmp: Path, key: dict) -> dict[int, list[dict]]:
+    """Photos an interrupted build with the same settings already finished (their rows files are
+    written after all of their images), so a restart does only the rest. A partial folder made
+    with other settings (or an older layout) is deleted."""
+    key_file = tmp / "build_key.json"
+    if tmp.exists() and not (key_file.exists() and json.loads(key_file.read_text()) == key):
+        shutil.rmtree(tmp)
+    (tmp / "images").mkdir(parents=True, exist_ok=True)
+    (tmp / "rows").mkdir(exist_ok=True)
+    key_file.write_text(json.dumps(key))
+    return {int(f.stem): json.loads(f.read_text()) for f in (tmp / "rows").glob("*.json")}
+
+
+def _record_photo(tmp: Path, pi: int, rows: list[dict]) -> list[dict]:
+    path = tmp / "rows" / f"{pi}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(rows))
+    os.replace(path.with_suffix(".tmp"), path)
+    return rows
+
+
 def build(out: Path, size: int, seed: int, test_fraction: float, only_split: str | None = None,
           workers: int = 2) -> dict:
     tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "images").mkdir(parents=True)
     test_photos = split_photos(seed, test_fraction)
     splits = {pi: ("test" if p.name in test_photos else "train") for pi, p in enumerate(PHOTOS)}
-    todo = [pi for pi in splits if only_split in (None, splits[pi])]
+    key = {"size": size, "seed": seed, "splits": {p.name: splits[pi] for pi, p in enumerate(PHOTOS)},
+           "distortions": sorted(DISTORTIONS), "levels": N_LEVELS}
+    done = _partial_folder(tmp, key)
+    todo = [pi for pi in splits if only_split in (None, splits[pi]) and pi not in done]
+    if done:
+        print(f"resuming {tmp}: {len(done)} photo(s) already built, {len(todo)} to go")
     args = [(pi, size, seed, splits[pi], tmp / "images") for pi in todo]
     if workers <= 1:
-        results = [build_photo(*a) for a in tqdm(args, desc="photos", unit="photo")]
+        fresh = [_record_photo(tmp, a[0], build_photo(*a)) for a in tqdm(args, desc="photos", unit="photo")]
     else:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            results = list(tqdm(pool.imap(_build_photo_star, args), total=len(args), desc="photos", unit="photo"))
+            fresh = [_record_photo(tmp, a[0], r) for a, r in
+                     zip(args, tqdm(pool.imap(_build_photo_star, args), total=len(args), desc="photos", unit="photo"))]
+    built = {**done, **dict(zip(todo, fresh))}
+    results = [built[pi] for pi in sorted(built) if only_split in (None, splits[pi])]
     rows = {"train": [], "test": []}
     for photo_rows in results:
         for r in photo_rows:
@@ -126,6 +153,8 @@ def build(out: Path, size: int, seed: int, test_fraction: float, only_split: str
             "label": "mean of affine-mapped FR metrics x 100", "metric_maps": METRIC_MAPS,
             "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(tmp / "rows")
+    (tmp / "build_key.json").unlink()
     # Swap in the finished set only now: an interrupted build never leaves a half-written cache.
     if out.exists():
         shutil.rmtree(out)
