@@ -171,8 +171,8 @@ def _group_ids(sources) -> list[np.ndarray | None]:
 
 def run_identity(cfg: dict, sources, val_meta: MetaInfo | None) -> dict:
     """What a run folder was made with: the config (less train.epochs, which a resume may extend)
-    and each data source's name, size and label kind. A changed recipe or a rebuilt data set with
-    other contents gives another identity."""
+    and each data source's name, size and label kind. A changed recipe, or a data set rebuilt with
+    another number of images, gives another identity (same-size content changes are not seen)."""
     cfg = {**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "epochs"}}
     return json.loads(json.dumps({
         "config": cfg,
@@ -218,7 +218,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
     groups = _group_ids(sources)
     crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"], g)
                  for k, (c, g) in enumerate(zip(caches, groups))]
-    grouped = [None if g is None else (reference_codes(s.meta), s.group_size) for s, g in zip(sources, groups)]
+    grouped = [None if g is None else (g - g.min(), s.group_size) for s, g in zip(sources, groups)]
     sampler = MixtureSampler([len(c) for c in caches], [s.samples_per_epoch for s in sources], cfg["seed"],
                              global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world, grouped=grouped)
     loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"] // ctx.world, sampler=sampler,
