@@ -262,3 +262,24 @@ def test_a_run_folder_made_with_another_recipe_is_not_resumed(tmp_path, tiny_liv
     m = trainer.fit(longer, tmp_path / "run", sources, val)
     assert [h["epoch"] for h in m["history"]] == [1, 2]   # resumed after epoch 1, not restarted
     trainer.fit(other, tmp_path / "run", sources, val, resume=False)   # a fresh start is allowed
+
+
+def test_every_committed_config_is_valid():
+    """Every YAML under training/configs merges over the defaults (unknown keys are errors) and
+    its data.train entries use known keys and label kinds; distillation specs per section."""
+    from pathlib import Path
+
+    import yaml
+
+    from training.config import DEFAULTS, _merge, load_config
+    from training.datasets import LABEL_KINDS
+    from training.train import SOURCE_KEYS
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml"))
+    assert len(paths) >= 10
+    for p in paths:
+        raw = yaml.safe_load(p.read_text())
+        sections = [_merge(DEFAULTS, raw[k]) for k in ("teacher", "student")] if "teacher" in raw else [load_config(p)]
+        for cfg in sections:
+            for e in cfg["data"]["train"]:
+                assert set(e) <= SOURCE_KEYS and e.get("labels", "absolute") in LABEL_KINDS, (p.name, e)
