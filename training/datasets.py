@@ -104,7 +104,7 @@ class MixtureSampler(Sampler):
     """Each epoch draws `per_source[k]` indices from source k (all of it when None; with
     replacement only when asking for more than it has) and shuffles them together.
 
-    `grouped[k] = (reference codes, G)` draws source k instead as runs of G different versions of
+    `grouped[k] = (reference id per image, G)` draws source k instead as runs of G different versions of
     one reference photograph (references picked at random), rounded down to whole runs; the runs are
     shuffled with the other indices but stay contiguous, so they share a batch (unless one straddles
     a batch boundary). Without grouped sources the plan is exactly the ungrouped one."""
@@ -115,6 +115,9 @@ class MixtureSampler(Sampler):
         self.sizes, self.seed, self.epoch = sizes, seed, 0
         self.grouped = grouped or [None] * len(sizes)
         self.per_source = [self._wanted(s, w, g) for s, w, g in zip(sizes, per_source, self.grouped)]
+        # For each grouped source, the indices of every reference's versions (fixed for the run).
+        self.members = [None if g is None else [np.flatnonzero(g[0] == r) for r in np.unique(g[0])]
+                        for g in self.grouped]
         # Distributed: every process draws the same plan; process r takes slice r of each global
         # batch (the trailing partial batch is dropped, as the loader's drop_last does anyway).
         self.global_batch, self.rank, self.world = global_batch, rank, world
@@ -139,13 +142,13 @@ class MixtureSampler(Sampler):
                 parts.append(off + rng.choice(size, want, replace=want > size))
             return rng.permutation(np.concatenate(parts))
         runs = []   # contiguous index runs: single images, or G versions of one reference
-        for off, size, want, grouped in zip(self.offsets, self.sizes, self.per_source, self.grouped):
+        for off, size, want, grouped, members in zip(self.offsets, self.sizes, self.per_source, self.grouped,
+                                                     self.members):
             want = size if want is None else want
             if grouped is None:
                 runs += [[i] for i in off + rng.choice(size, want, replace=want > size)]
                 continue
-            codes, g = grouped
-            members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+            g = grouped[1]
             for ref in rng.choice(len(members), want // g):
                 m = members[ref]
                 runs.append(off + rng.choice(m, g, replace=len(m) < g))

@@ -54,11 +54,8 @@ def build_student(cfg: dict) -> QFMStudent:
 def _regression(score: torch.Tensor, y: torch.Tensor, group: torch.Tensor | None, kind: str,
                 unit: float, keep: torch.Tensor | None = None) -> torch.Tensor:
     """Regression on the 0..1 scale (so its weight is comparable with the PLCC term's); items with
-    within-reference labels are compared inside their group only (qfm.losses.label_residual)."""
-    if group is None or not bool((group >= 0).any()):
-        if keep is not None:
-            score, y = score[keep], y[keep]
-        return regression_loss(score / unit, y / unit, kind)
+    within-reference labels are compared inside their group only (qfm.losses.label_residual; for
+    absolute labels the residual is score - label, so the loss is the plain regression's)."""
     residual, usable = label_residual(score / unit, y / unit, group)
     usable = usable if keep is None else usable & keep
     if not usable.any():
@@ -218,7 +215,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
     groups = _group_ids(sources)
     crop_sets = [RandomCropDataset(c, mc.input_size, mc.mean, mc.std, cfg["seed"] + k, cfg["data"]["dither"], g)
                  for k, (c, g) in enumerate(zip(caches, groups))]
-    grouped = [None if g is None else (g - g.min(), s.group_size) for s, g in zip(sources, groups)]
+    grouped = [None if g is None else (g, s.group_size) for s, g in zip(sources, groups)]
     sampler = MixtureSampler([len(c) for c in caches], [s.samples_per_epoch for s in sources], cfg["seed"],
                              global_batch=tc["batch_size"], rank=ctx.rank, world=ctx.world, grouped=grouped)
     loader = DataLoader(ConcatDataset(crop_sets), batch_size=tc["batch_size"] // ctx.world, sampler=sampler,
@@ -256,7 +253,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch}/{tc['epochs']}", unit="batch", leave=False, disable=not ctx.main)
         for x, y, group in bar:
-            loss, logs = step(x.to(memory_format=torch.channels_last), y, group if (group >= 0).any() else None)
+            loss, logs = step(x.to(memory_format=torch.channels_last), y, group)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
