@@ -19,7 +19,7 @@ from pathlib import Path
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.data.splits import run_protocol
-from training.train import load_sources
+from training.train import load_sources, train_source
 from training.trainer import fit
 
 
@@ -38,11 +38,12 @@ def main(argv=None) -> int:
         cfg["train"]["epochs"] = args.epochs
     meta = load_dataset(args.dataset, args.root)
     others = [e for e in cfg["data"]["train"] if e["dataset"] != args.dataset]
-    per_epoch = next((e.get("samples_per_epoch") for e in cfg["data"]["train"] if e["dataset"] == args.dataset), None)
+    # The split data set keeps its entry's options (samples_per_epoch, labels); absent: all of it.
+    entry = next((e for e in cfg["data"]["train"] if e["dataset"] == args.dataset), {"dataset": args.dataset})
 
     def train_and_test(train_meta, test_meta, seed):
         run_cfg = {**cfg, "seed": seed}
-        sources = load_sources(others) + [(train_meta, per_epoch)]
+        sources = load_sources(others) + [train_source(entry, train_meta)]
         m = fit(run_cfg, args.out / f"seed_{seed}", sources, test_meta)
         return {k: m["val"][k] for k in ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")} | {"n_test": len(test_meta)}
 
