@@ -8,7 +8,8 @@ from conftest import BUNDLE, run_script as _run
 
 def test_help_texts():
     for script in ("training/train.py", "training/evaluate.py", "training/protocol.py",
-                   "training/data/build_synthetic.py", "training/package_model.py"):
+                   "training/data/build_synthetic.py", "training/package_model.py",
+                   "training/compare_models.py"):
         r = _run(script, "--help", timeout=120)
         assert r.returncode == 0 and "usage:" in r.stdout, script
 
@@ -41,6 +42,24 @@ def test_evaluate_on_a_generic_csv(tmp_path, livec_dev):
     assert out["n"] == 24 and {"srcc", "plcc", "plcc_logistic", "krcc", "rmse"} <= set(out)
     assert -1 <= out["srcc"] <= 1
     assert len((tmp_path / "pred.csv").read_text().splitlines()) == 25
+
+
+def test_compare_models_on_a_generic_csv(tmp_path, livec_dev):
+    """A model compared with itself: identical metrics, a difference of exactly 0 inside its
+    interval; a missing checkpoint is a clear error."""
+    rows = (livec_dev / "mos.csv").read_text().splitlines()
+    csv = tmp_path / "subset.csv"
+    csv.write_text("\n".join([rows[0]] + [f"{livec_dev}/{r}" for r in rows[1:13]]) + "\n")
+    r = _run("training/compare_models.py", "--a", BUNDLE, "--b", BUNDLE, "--dataset", csv, "--grid", "1",
+             "--resamples", "200")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["metrics_a"] == out["metrics_b"] and out["metrics_a"]["n"] == 12
+    for m in ("srcc", "plcc"):
+        d = out["difference_a_minus_b"][m]
+        assert d["difference"] == 0 and d["interval_contains_zero"] and d["a"] == out["metrics_a"][m]
+    r = _run("training/compare_models.py", "--a", tmp_path, "--b", BUNDLE, "--dataset", csv, timeout=120)
+    assert r.returncode == 2 and "not a student checkpoint" in r.stderr
 
 
 # Measured for the bundled model on the held-out synthetic photographs (models/qfm_iqm/metrics.json).

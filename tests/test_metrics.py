@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from training.metrics import iqa_metrics, within_group_srcc
+from training.metrics import iqa_metrics, paired_difference, within_group_srcc
 
 
 def test_perfect_and_inverted():
@@ -41,3 +41,24 @@ def test_within_group_srcc_ignores_per_group_offsets():
     assert iqa_metrics(pred, target)["srcc"] < 0.5       # the pooled figure hides it
     with pytest.raises(ValueError):
         within_group_srcc([1, 2], [1, 2], ["a", "b"])
+
+
+def test_paired_difference_separates_a_real_gap_from_noise():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0, 100, 400)
+    good = target + rng.normal(0, 10, 400)
+    bad = target + rng.normal(0, 40, 400)
+    gap = paired_difference(good, bad, target, n_resamples=500)
+    assert gap["difference"] > 0.1 and gap["interval"][0] > 0 and not gap["interval_contains_zero"]
+    assert gap["interval"][0] <= gap["difference"] <= gap["interval"][1]
+    # Two models that differ only by noise of the same size: the interval straddles zero, and
+    # swapping A and B mirrors the difference.
+    twin = target + rng.normal(0, 10, 400)
+    same = paired_difference(good, twin, target, metric="plcc", n_resamples=500)
+    assert same["interval_contains_zero"]
+    swapped = paired_difference(twin, good, target, metric="plcc", n_resamples=500)
+    assert swapped["difference"] == pytest.approx(-same["difference"])
+    with pytest.raises(ValueError):
+        paired_difference(good, bad[:-1], target)
+    with pytest.raises(ValueError):
+        paired_difference(good, bad, target, metric="rmse")

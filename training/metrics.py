@@ -56,3 +56,30 @@ def within_group_srcc(pred, target, groups) -> dict:
     if not values:
         raise ValueError("no group with at least 3 items and varying targets")
     return {"median": float(np.median(values)), "min": float(np.min(values)), "groups": len(values)}
+
+
+_CORRELATIONS = {"srcc": lambda p, t: stats.spearmanr(p, t)[0], "plcc": lambda p, t: stats.pearsonr(p, t)[0]}
+
+
+def paired_difference(pred_a, pred_b, target, metric: str = "srcc", n_resamples: int = 2000,
+                      seed: int = 0, confidence: float = 0.95) -> dict:
+    """metric(a) - metric(b) on the same items, with a paired percentile bootstrap interval
+    (scipy.stats.bootstrap resamples items, keeping each item's two predictions and its target
+    together). Items that share a source photograph are not independent, so for clustered data
+    the interval is narrower than the truth; the caller says so."""
+    if metric not in _CORRELATIONS:
+        raise ValueError(f"metric must be one of {sorted(_CORRELATIONS)}, got {metric!r}")
+    a, b, t = (np.asarray(x, dtype=np.float64) for x in (pred_a, pred_b, target))
+    if not (a.shape == b.shape == t.shape) or a.ndim != 1 or len(a) < 3:
+        raise ValueError(f"need three equal-length vectors of at least 3 items, got {a.shape}, {b.shape}, {t.shape}")
+    corr = _CORRELATIONS[metric]
+
+    def diff(a_, b_, t_):
+        return corr(a_, t_) - corr(b_, t_)
+
+    res = stats.bootstrap((a, b, t), diff, paired=True, vectorized=False, n_resamples=n_resamples,
+                          confidence_level=confidence, method="percentile", random_state=seed)
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"metric": metric, "a": float(corr(a, t)), "b": float(corr(b, t)), "difference": float(diff(a, b, t)),
+            "interval": [low, high], "confidence": confidence, "n_resamples": n_resamples, "seed": seed,
+            "interval_contains_zero": bool(low <= 0.0 <= high)}
