@@ -88,3 +88,26 @@ def test_bundled_model_on_held_out_synthetic_photographs(tmp_path):
     assert result["srcc"] >= SYNTHETIC_FLOOR and result["plcc"] >= SYNTHETIC_FLOOR, result
     within = result["srcc_within_reference"]
     assert within["groups"] == 5 and within["median"] >= WITHIN_REFERENCE_FLOOR, within
+
+
+def test_package_provenance_says_when_the_tree_was_dirty(tmp_path, monkeypatch):
+    """metrics.json names the commit a package was made at, and whether tracked files differed
+    from it (the bundle of 2026-11-25 was packaged before its configs were committed)."""
+    import subprocess
+
+    from training.package_model import _git_provenance
+
+    monkeypatch.chdir(tmp_path)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    (tmp_path / "bundled.yaml").write_text("lr: 2.0e-4\n")
+    subprocess.run(git + ["add", "bundled.yaml"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("not part of the recipe\n")
+    assert _git_provenance() == {"git_commit": head, "git_dirty": False}
+    (tmp_path / "bundled.yaml").write_text("lr: 3.0e-4\n")
+    assert _git_provenance() == {"git_commit": head, "git_dirty": True}
+    monkeypatch.chdir(tmp_path.parent)   # not a repository: said, not guessed
+    if subprocess.run(["git", "rev-parse"], capture_output=True).returncode != 0:
+        assert _git_provenance() == {"git_commit": "unknown", "git_dirty": None}

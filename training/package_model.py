@@ -29,11 +29,19 @@ from training.inference import predict_meta
 from training.metrics import iqa_metrics, within_group_srcc
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return None
+
+
+def _git_provenance() -> dict:
+    """The commit, and whether tracked files differed from it: a package made from uncommitted
+    configs or code must not claim to be that commit's output."""
+    changed = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": _git("rev-parse", "HEAD") or "unknown",
+            "git_dirty": None if changed is None else bool(changed)}
 
 
 def main(argv=None) -> int:
@@ -63,7 +71,7 @@ def main(argv=None) -> int:
         "synthetic_test": synthetic[args.grid],
         "synthetic_test_grid1": synthetic[1],
         "livec_protocol": None,
-        "provenance": {"run": str(args.run), "git_commit": _git_commit(), "date": time.strftime("%Y-%m-%d"),
+        "provenance": {"run": str(args.run), **_git_provenance(), "date": time.strftime("%Y-%m-%d"),
                        "machine": f"{platform.machine()} {os.cpu_count()} cores, CPU only", "torch": torch.__version__},
     }
     if args.protocol:
