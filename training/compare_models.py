@@ -21,7 +21,7 @@ import numpy as np
 from training.checkpoint import load_student
 from training.data.registry import load_dataset
 from training.inference import predict_meta
-from training.metrics import iqa_metrics, paired_difference, within_group_srcc
+from training.metrics import iqa_report, paired_difference
 
 
 def main(argv=None) -> int:
@@ -48,9 +48,7 @@ def main(argv=None) -> int:
     refs = [s.ref_id for s in meta.samples]
     result = {"a": str(args.a), "b": str(args.b), "dataset": args.dataset, **meta.extra, "grid": args.grid}
     for k, p in preds.items():
-        result[f"metrics_{k}"] = iqa_metrics(p, target)
-        if any(refs):
-            result[f"metrics_{k}"]["srcc_within_reference"] = within_group_srcc(p, target, refs)
+        result[f"metrics_{k}"] = iqa_report(p, target, refs)
     result["difference_a_minus_b"] = {
         m: paired_difference(preds["a"], preds["b"], target, metric=m, n_resamples=args.resamples, seed=args.seed)
         for m in ("srcc", "plcc")}

@@ -20,7 +20,7 @@ import numpy as np
 
 from training.checkpoint import load_student_and_dataset
 from training.inference import predict_meta
-from training.metrics import iqa_metrics, within_group_srcc
+from training.metrics import iqa_report
 
 
 def main(argv=None) -> int:
@@ -40,9 +40,7 @@ def main(argv=None) -> int:
     pred = predict_meta(model, meta, grid=args.grid)
     target = np.asarray(meta.normalized_scores()) * 100.0
     result = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, **meta.extra,
-              **iqa_metrics(pred, target), "grid": args.grid}
-    if any(s.ref_id for s in meta.samples):   # synthetic sets: does it order each photo's degradations?
-        result["srcc_within_reference"] = within_group_srcc(pred, target, [s.ref_id for s in meta.samples])
+              **iqa_report(pred, target, [s.ref_id for s in meta.samples]), "grid": args.grid}
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)

@@ -58,6 +58,15 @@ def within_group_srcc(pred, target, groups) -> dict:
     return {"median": float(np.median(values)), "min": float(np.min(values)), "groups": len(values)}
 
 
+def iqa_report(pred, target, groups=None) -> dict:
+    """iqa_metrics, plus `srcc_within_reference` where items carry reference ids (synthetic and
+    other full-reference sets): the figure per-photo label offsets cannot move."""
+    report = iqa_metrics(pred, target)
+    if groups is not None and any(groups):
+        report["srcc_within_reference"] = within_group_srcc(pred, target, groups)
+    return report
+
+
 _CORRELATIONS = {"srcc": lambda p, t: stats.spearmanr(p, t)[0], "plcc": lambda p, t: stats.pearsonr(p, t)[0]}
 
 

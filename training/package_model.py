@@ -26,7 +26,7 @@ import torch
 from training.checkpoint import load_student, save_student
 from training.data.registry import load_dataset
 from training.inference import predict_meta
-from training.metrics import iqa_metrics, within_group_srcc
+from training.metrics import iqa_report
 
 
 def _git(*args: str) -> str | None:
@@ -64,9 +64,8 @@ def main(argv=None) -> int:
     # The shipped grid, and one centre crop: the figure `make test` recomputes in 1/9 of the time.
     for grid in dict.fromkeys((args.grid, 1)):
         pred = predict_meta(packaged, meta, grid=grid)
-        synthetic[grid] = {**iqa_metrics(pred, target), "srcc_within_reference": within_group_srcc(pred, target, refs),
-                           "grid": grid, "note": "SYNTHETIC held-out photographs; labels from full-reference "
-                           "metrics, not human opinions"}
+        synthetic[grid] = {**iqa_report(pred, target, refs), "grid": grid, "note": "SYNTHETIC held-out "
+                           "photographs; labels from full-reference metrics, not human opinions"}
     metrics = {
         "synthetic_test": synthetic[args.grid],
         "synthetic_test_grid1": synthetic[1],

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from training.data.registry import SYNTHETIC_ROOT
-from training.metrics import iqa_metrics, within_group_srcc
+from training.metrics import iqa_report
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -53,8 +53,7 @@ def main(argv=None) -> int:
         return 2
     pred = distortion_level_oracle(train, test)
     target = np.array([float(r["mos"]) for r in test])
-    out = iqa_metrics(pred, target)
-    out["srcc_within_reference"] = within_group_srcc(pred, target, [r["ref_id"] for r in test])
+    out = iqa_report(pred, target, [r["ref_id"] for r in test])
     out["note"] = "content-blind oracle: mean training label of each image's (distortion, level); SYNTHETIC labels"
     print(json.dumps(out, indent=2))
     return 0
