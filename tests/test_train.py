@@ -283,3 +283,59 @@ def test_every_committed_config_is_valid():
         for cfg in sections:
             for e in cfg["data"]["train"]:
                 assert set(e) <= SOURCE_KEYS and e.get("labels", "absolute") in LABEL_KINDS, (p.name, e)
+
+
+@pytest.mark.parametrize("bank_items, matched, stored", [("all", 1.0, 6), ("absolute", 2 / 6, 2)])
+def test_bank_items_keeps_within_reference_items_out_of_the_memory(bank_items, matched, stored):
+    """qfm.bank_items 'absolute': items of within-reference sources are neither stored in the
+    memory bank nor matched against it (their labels are on another scale); 'all' as before."""
+    import copy
+
+    from training.config import DEFAULTS
+    from training.models import create_student
+    from training.qfm.memory import MemoryBank
+
+    torch.manual_seed(0)
+    model = create_student("qfm_lite0", pretrained="none", num_queries=2).eval()
+    x = torch.randn(6, 3, 64, 64)
+    y = torch.tensor([30.0, 70.0, 55.0, 80.0, 20.0, 40.0])
+    group = torch.tensor([-1, -1, 0, 0, 1, 1])
+    cfg = copy.deepcopy(DEFAULTS)
+    cfg["qfm"].update(bank_items=bank_items, min_memory=1, tau=1e9)   # any bank entry is a candidate
+    mem = MemoryBank(16, 384)
+    _, logs = trainer.qfm_step(model, x, y, mem, cfg, group=group)
+    assert mem.size == stored and "pert" not in logs
+    _, logs = trainer.qfm_step(model, x, y, mem, cfg, group=group)
+    assert logs["matched"] == pytest.approx(matched) and mem.size == 2 * stored
+
+
+def test_identity_ignores_options_added_since_at_their_defaults(tmp_path):
+    """A run folder made before an option existed is the same recipe while the option sits at its
+    default (which keeps the old behaviour), and another recipe once it does not."""
+    import copy
+
+    from training.config import DEFAULTS
+
+    cfg = json.loads(json.dumps(DEFAULTS))
+    identity = {"config": cfg, "train_sources": [{"name": "livec", "n": 10}], "val": None}
+    old = copy.deepcopy(identity)
+    del old["config"]["qfm"]["bank_items"]          # written by code that did not know the option
+    (tmp_path / "identity.json").write_text(json.dumps(old))
+    trainer._check_identity(tmp_path, identity)       # same recipe: no error
+    changed = copy.deepcopy(identity)
+    changed["config"]["qfm"]["bank_items"] = "absolute"
+    with pytest.raises(ValueError, match="different config"):
+        trainer._check_identity(tmp_path, changed)
+    other = copy.deepcopy(identity)
+    other["config"]["qfm"]["tau"] = 5.0             # an option the folder knew: compared as ever
+    with pytest.raises(ValueError, match="different config"):
+        trainer._check_identity(tmp_path, other)
+
+
+def test_config_rejects_an_unknown_bank_items_value(tmp_path):
+    from training.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("qfm: {bank_items: grouped}\n")
+    with pytest.raises(ValueError, match="bank_items"):
+        load_config(path)

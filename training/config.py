@@ -20,7 +20,11 @@ DEFAULTS = {
     "train": {"epochs": 10, "batch_size": 32, "lr": 3e-4, "backbone_lr_scale": 0.3, "weight_decay": 0.01,
               "warmup_steps": 30, "eval_every": 1, "threads": 0},
     "qfm": {"enabled": True, "memory_size": 1024, "tau": 3.0, "alpha": 1.0, "metric": "cosine",
-            "min_memory": 64},
+            "min_memory": 64,
+            # which items enter the memory bank and are matched against it: "all", or "absolute"
+            # (items of within_reference sources neither: their labels are on another scale, so
+            # "similar quality" to a bank entry means nothing for them)
+            "bank_items": "all"},
     "loss": {"regression": "smooth_l1", "w_clean": 1.0, "w_perturbed": 0.5, "w_consistency": 0.5, "w_plcc": 0.3,
              # score of a +-1 grey-level dithered copy of each crop pulled to the clean score
              # (one more forward/backward pass per step)
@@ -45,4 +49,6 @@ def load_config(path: str | Path) -> dict:
         cfg["student"] = raw["student"]
     if "name" not in cfg["student"]:
         raise KeyError("config student section needs a `name` (see training/models/registry.py)")
+    if cfg["qfm"]["bank_items"] not in ("all", "absolute"):
+        raise ValueError(f"qfm.bank_items must be 'all' or 'absolute', got {cfg['qfm']['bank_items']!r}")
     return cfg

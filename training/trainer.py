@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from training import distributed
 from training.checkpoint import load_student, load_training_state, save_student, save_training_state
+from training.config import DEFAULTS
 from training.data.meta import MetaInfo
 from training.datasets import ImageCache, MixtureSampler, RandomCropDataset, as_train_source, reference_codes
 from training.inference import predict_images
@@ -93,9 +94,13 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
         logs["dither"] = ldither.item()
     if memory is not None:
         semantic = tokens.mean(dim=1).detach()  # pre-gate features: what the gate must learn to filter
+        # bank_items "absolute": within-reference items are neither matched nor stored (their labels
+        # are not on the bank's scale); None = every item takes part.
+        member = absolute if qc["bank_items"] == "absolute" else None
         bank_f, bank_s = memory.contents()
         if memory.size >= qc["min_memory"]:
             idx, valid = semantic_noise_match(semantic, y, bank_f, bank_s, qc["tau"], qc["metric"])
+            valid = valid if member is None else valid & member
             if valid.any():
                 noise = bank_f[idx].to(tokens) * valid.to(tokens).unsqueeze(1)
                 p_score, _ = model.decode(tokens + qc["alpha"] * noise.unsqueeze(1))
@@ -105,7 +110,8 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
                 logs.update(pert=lpert.item(), cons=lcons.item(), matched=valid.float().mean().item())
         if ctx is not None and ctx.enabled:   # one memory on every process: push everyone's batch
             semantic, y = ctx.all_gather(semantic), ctx.all_gather(y.to(semantic.dtype))
-        memory.push(semantic, y)
+            member = None if member is None else ctx.all_gather(member.to(semantic.dtype)).bool()
+        memory.push(semantic if member is None else semantic[member], y if member is None else y[member])
     return loss, logs
 
 
@@ -178,13 +184,30 @@ def run_identity(cfg: dict, sources, val_meta: MetaInfo | None) -> dict:
         "val": None if val_meta is None else {"name": val_meta.name, "n": len(val_meta)}}, default=str))
 
 
+def _without_new_defaults(new: dict, old: dict, defaults: dict) -> dict:
+    """`new` config less the options `old` lacks that sit at their default: an option added to the
+    code after a folder was made keeps the old behaviour at its default, so it is the same recipe."""
+    out = {}
+    for k, v in new.items():
+        if k not in old:
+            if k not in defaults or defaults[k] != v:
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(old[k], dict) and isinstance(defaults.get(k), dict):
+            out[k] = _without_new_defaults(v, old[k], defaults[k])
+        else:
+            out[k] = v
+    return out
+
+
 def _check_identity(out: Path, identity: dict) -> None:
     """Refuse to resume (or skip as finished) a run folder made with another recipe or data: a
     silent mix of two recipes is worse than an error. Folders made before this check have no
-    identity file and are trusted."""
+    identity file and are trusted; options added since, left at their defaults, are ignored."""
     path = out / "identity.json"
     if path.exists():
         old = json.loads(path.read_text())
+        identity = {**identity, "config": _without_new_defaults(identity["config"], old.get("config", {}),
+                                                                 json.loads(json.dumps(DEFAULTS)))}
         if old != identity:
             diff = sorted(k for k in identity if old.get(k) != identity[k])
             raise ValueError(f"{out} was made with a different {' and '.join(diff)} (see {path}); delete the "
