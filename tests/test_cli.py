@@ -51,8 +51,9 @@ def test_compare_models_on_a_generic_csv(tmp_path, livec_dev):
     csv = tmp_path / "subset.csv"
     csv.write_text("\n".join([rows[0]] + [f"{livec_dev}/{r}" for r in rows[1:13]]) + "\n")
     r = _run("training/compare_models.py", "--a", BUNDLE, "--b", BUNDLE, "--dataset", csv, "--grid", "1",
-             "--resamples", "200")
+             "--resamples", "200", "--plot", tmp_path / "compare.png")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = json.loads(r.stdout)
     assert out["metrics_a"] == out["metrics_b"] and out["metrics_a"]["n"] == 12
     for m in ("srcc", "plcc"):

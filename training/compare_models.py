@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", type=int, default=3, help="n for the n x n evaluation crops (default 3)")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    ap.add_argument("--plot", type=Path, help="also draw both models' predictions against the labels to this PNG")
     args = ap.parse_args(argv)
     if args.resamples < 100:
         ap.error("--resamples must be at least 100")
@@ -52,8 +54,35 @@ def main(argv=None) -> int:
     result["difference_a_minus_b"] = {
         m: paired_difference(preds["a"], preds["b"], target, metric=m, n_resamples=args.resamples, seed=args.seed)
         for m in ("srcc", "plcc")}
+    if args.plot:
+        plot_predictions(preds, target, result, args.plot)
     print(json.dumps(result, indent=2))
     return 0
+
+
+def plot_predictions(preds: dict, target: np.ndarray, result: dict, path: Path) -> None:
+    """One panel per model, predictions against labels on shared axes: where the two disagree
+    (a cluster shifted, a range compressed) shows at a glance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True, sharey=True)
+    for ax, k in zip(axes, ("a", "b")):
+        m = result[f"metrics_{k}"]
+        ax.scatter(target, preds[k], s=6, alpha=0.5)
+        ax.set_title(f"{k.upper()}: {'/'.join(Path(result[k]).parts[-2:])}\nSRCC {m['srcc']:.3f}  PLCC {m['plcc']:.3f}", fontsize=9)
+        ax.set_xlabel("label (0-100)"), ax.grid(alpha=0.3)
+    axes[0].set_ylabel("prediction")
+    d = result["difference_a_minus_b"]["srcc"]
+    fig.suptitle(f"{result['dataset']}: SRCC A - B = {d['difference']:+.4f}, "
+                 f"{d['confidence']:.0%} interval [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
