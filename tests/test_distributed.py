@@ -81,3 +81,20 @@ def test_qfm_memory_is_shared_across_processes(tmp_path, tiny_csv):
     assert size == 16, "each process must push the whole global batch (2 steps x 8)"
     # one entry per image: the 8 of each process's own batches plus the 8 gathered from the other
     assert len(set(np.round(memory["scores"][:16], 3).tolist())) == 16
+
+
+def test_bank_items_absolute_across_processes(tmp_path, tiny_csv):
+    """qfm.bank_items 'absolute' under DDP: every process gathers the global batch's membership
+    with it, so only the absolute-label images of the epoch reach the shared memory."""
+    grouped = tmp_path / "grouped.csv"
+    rows = ["image,mos,ref_id"] + [f"{tiny_csv.parent}/im{i:02d}.png,{10 + 5 * i},ref{i // 4}" for i in range(16)]
+    grouped.write_text("\n".join(rows) + "\n")
+    cfg_path = _config(tmp_path / "c.yaml", tiny_csv, qfm=True)
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["data"]["train"].append({"dataset": str(grouped), "labels": "within_reference", "group_size": 4})
+    cfg["qfm"]["bank_items"] = "absolute"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    _train(cfg_path, tmp_path / "two", 2)
+    memory = load_file(str(tmp_path / "two" / "state" / "memory.safetensors"))
+    head, size = memory["position"].tolist()
+    assert size == 16, "32 images in the epoch, of which the 16 absolute-label ones enter the memory"
