@@ -157,9 +157,9 @@ def test_within_reference_residual_ignores_a_per_photograph_offset():
     assert label_residual(pred, moved, group)[0][0].item() == pytest.approx(res[0].item() - 5.0, abs=1e-4)
 
 
-def test_qfm_step_with_within_reference_groups():
-    """The step's loss is unchanged when grouped labels move by a per-photograph constant and
-    changes when an absolute label moves; without groups it is the plain loss."""
+def _mixed_label_batch():
+    """A small untrained student, default config and a batch of 6: two absolute-label items, then
+    two within-reference pairs (photographs 0 and 1)."""
     import copy
 
     from training.config import DEFAULTS
@@ -170,7 +170,13 @@ def test_qfm_step_with_within_reference_groups():
     x = torch.randn(6, 3, 64, 64)
     y = torch.tensor([30.0, 70.0, 55.0, 80.0, 20.0, 40.0])
     group = torch.tensor([-1, -1, 0, 0, 1, 1])
-    cfg = copy.deepcopy(DEFAULTS)
+    return model, x, y, group, copy.deepcopy(DEFAULTS)
+
+
+def test_qfm_step_with_within_reference_groups():
+    """The step's loss is unchanged when grouped labels move by a per-photograph constant and
+    changes when an absolute label moves; without groups it is the plain loss."""
+    model, x, y, group, cfg = _mixed_label_batch()
     cfg["qfm"]["enabled"] = False
     base, _ = trainer.qfm_step(model, x, y, None, cfg, group=group)
     offset, _ = trainer.qfm_step(model, x, y + torch.tensor([0, 0, 17.0, 17.0, -9.0, -9.0]), None, cfg, group=group)
@@ -289,18 +295,9 @@ def test_every_committed_config_is_valid():
 def test_bank_items_keeps_within_reference_items_out_of_the_memory(bank_items, matched, stored):
     """qfm.bank_items 'absolute': items of within-reference sources are neither stored in the
     memory bank nor matched against it (their labels are on another scale); 'all' as before."""
-    import copy
-
-    from training.config import DEFAULTS
-    from training.models import create_student
     from training.qfm.memory import MemoryBank
 
-    torch.manual_seed(0)
-    model = create_student("qfm_lite0", pretrained="none", num_queries=2).eval()
-    x = torch.randn(6, 3, 64, 64)
-    y = torch.tensor([30.0, 70.0, 55.0, 80.0, 20.0, 40.0])
-    group = torch.tensor([-1, -1, 0, 0, 1, 1])
-    cfg = copy.deepcopy(DEFAULTS)
+    model, x, y, group, cfg = _mixed_label_batch()
     cfg["qfm"].update(bank_items=bank_items, min_memory=1, tau=1e9)   # any bank entry is a candidate
     mem = MemoryBank(16, 384)
     _, logs = trainer.qfm_step(model, x, y, mem, cfg, group=group)
