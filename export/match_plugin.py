@@ -1,33 +1,74 @@
-"""Our fused distance + top-k kernel as a TensorRT ahead-of-time plugin (`tensorrt.plugin`).
+"""Our distance + top-k kernels as TensorRT ahead-of-time plugins (`tensorrt.plugin`).
 
-The plugin `qfm::knn_partial` takes query embeddings (N, D) fp16 and the bank (M, D) fp16 and
-returns, for each of `splits` slices of the bank, the k nearest bank rows per query:
-distances (N, splits*k) fp32 and bank indices (N, splits*k) int32. The engine finishes with
-TensorRT's own TopK over those few candidates (build_match_engine.py). The N x M distance matrix
-never exists in memory.
+Two plugins, one kernel each (AOT plugins launch exactly one kernel):
 
-`aot_impl` returns the PTX of our kernel (export/kernels/pairwise_topk.cu, compiled by NVRTC for
-the build GPU) with its launch geometry as symbolic expressions of the input shapes, so the kernel
-is serialised into the engine: Triton's TensorRT backend runs it with no plugin library and no
-Python. `autotune` offers the three tile configurations as tactics and TensorRT times them.
+  qfm::knn_partial  query (N, D) fp16, bank (M, D) fp16 -> for each of `splits` slices of the
+                    bank, the k nearest rows per query: distances (N, splits*k) fp32, indices
+                    (N, splits*k) int32. The N x M distance matrix never exists in memory.
+  qfm::knn_merge    those candidates -> the final (N, k) distances and indices, with the kernel's
+                    tie order (lower bank index first). TensorRT's own TopK does not define an
+                    order among equal values, so it is not used for this step.
+
+`aot_impl` returns the PTX of our kernels (export/kernels/pairwise_topk.cu, compiled by NVRTC for
+the build GPU) with the launch geometry as symbolic expressions of the input shapes, so the
+kernels are serialised into the engine: Triton's TensorRT backend runs them with no plugin library
+and no Python. `autotune` offers the three tile configurations of the partial kernel as tactics
+and TensorRT times them.
 
 Calling convention of AOT plugins (TensorRT's quickly-deployable-plugin samples): the kernel's
 parameters are the input pointers, then the extra int32 scalars, then the output pointers; that
-is qfm_topk_partial(query, bank, N, M, D, k, chunk, out_distances, out_indices). A CI test reads
-the parameter list back from the PTX.
+is qfm_topk_partial(query, bank, N, M, D, k, chunk, out_distances, out_indices) and
+qfm_topk_merge(in_distances, in_indices, N, L, k, out_distances, out_indices). CI reads the
+parameter lists back from the PTX and runs these functions through TensorRT's real
+`tensorrt.plugin` package (tests/test_match_plugin_layer.py).
 
-Importing this module registers the plugin; it needs datacenter TensorRT (10.x/11.x with
-`tensorrt.plugin`). TensorRT-RTX has no quickly-deployable plugins.
+Needs datacenter TensorRT >= 10.9 (`tensorrt.plugin` with `aot_impl`); TensorRT-RTX has no
+quickly-deployable plugins.
+
+No `from __future__ import annotations` here: tensorrt.plugin validates the decorated functions'
+annotations with inspect.signature and issubclass, which string annotations fail.
 """
-from __future__ import annotations
-
 import os
 from typing import List, Tuple, Union
 
 from export.kernels.compile import METRICS, TILES, compile_ptx
 
-PLUGIN_ID = "qfm::knn_partial"
-THREADS = 256
+PARTIAL_ID = "qfm::knn_partial"
+MERGE_ID = "qfm::knn_merge"
+MIN_TENSORRT = (10, 9)   # first release with tensorrt.plugin.aot_impl and add_plugin(..., aot=True)
+THREADS = 256            # 8 warps per block, fixed by the kernels
+MERGE_QUERIES_PER_BLOCK = THREADS // 32
+DEFAULT_TACTIC = 2       # tactic 0 is TensorRT's "default" before tuning: the middle tile then
+
+
+class PluginUnavailable(RuntimeError):
+    """This TensorRT cannot carry our kernels; the message is one line a user can act on."""
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in str(text).split(".")[:2]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def require_aot_support(trt) -> None:
+    """Refuse, in one line, a TensorRT that cannot embed AOT plugins (< 10.9, or a build without
+    tensorrt.plugin)."""
+    version = getattr(trt, "__version__", "unknown")
+    need = ".".join(map(str, MIN_TENSORRT))
+    hint = (f"the match engine embeds our kernel as an ahead-of-time plugin, which needs TensorRT >= {need}: "
+            f"upgrade TensorRT (pip install 'tensorrt-cu13>={need}'), or serve the ONNX match model "
+            "(leave out --match-plan)")
+    if _version(version) < MIN_TENSORRT:
+        raise PluginUnavailable(f"TensorRT {version}: {hint}")
+    try:
+        import tensorrt.plugin as trtp
+    except ImportError as e:
+        raise PluginUnavailable(f"TensorRT {version} has no tensorrt.plugin ({e}); {hint}") from e
+    if not hasattr(trtp, "aot_impl") or not hasattr(trtp, "KernelLaunchParams"):
+        raise PluginUnavailable(f"TensorRT {version}'s tensorrt.plugin has no aot_impl; {hint}")
 
 
 def ptx_arch() -> str:
@@ -47,52 +88,91 @@ def ptx_arch() -> str:
 
 def launch_geometry(n, m, d, k: int, splits: int, tactic: int) -> dict:
     """Grid, block and scalar arguments of qfm_topk_partial. n, m, d may be ints (tests, the
-    launcher) or TensorRT symbolic shape expressions (inside aot_impl): only +, *, // are used."""
+    launcher) or TensorRT symbolic shape expressions (inside aot_impl): only expr + int, expr * int
+    and expr // int are used, the forms tensorrt.plugin's SymIntExpr defines."""
     qt, _ = TILES[tactic]
-    chunk = (m + splits - 1) // splits
-    return {"grid": (splits, (n + qt - 1) // qt), "block": THREADS, "shared_mem": 0,
+    chunk = (m + (splits - 1)) // splits
+    return {"grid": (splits, (n + (qt - 1)) // qt), "block": THREADS, "shared_mem": 0,
             "scalars": (n, m, d, k, chunk)}
 
 
-def register() -> None:
-    """Define the plugin in TensorRT's registry (idempotent)."""
+def merge_geometry(n, length, k: int) -> dict:
+    """Grid, block and scalars of qfm_topk_merge: one warp per query."""
+    q = MERGE_QUERIES_PER_BLOCK
+    return {"grid": ((n + (q - 1)) // q, 1), "block": THREADS, "shared_mem": 0, "scalars": (n, length, k)}
 
+
+def registered() -> bool:
+    import tensorrt.plugin as trtp
+    try:
+        return hasattr(trtp.op.qfm, "knn_partial") and hasattr(trtp.op.qfm, "knn_merge")
+    except AttributeError:   # no qfm namespace yet
+        return False
+
+
+def _launch_params(trtp, geo: dict):
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x, launch.grid_y = geo["grid"]
+    launch.block_x = geo["block"]
+    launch.shared_mem = geo["shared_mem"]    # all shared memory is static (< 48 KiB)
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(v) for v in geo["scalars"]])
+    return launch, extra
+
+
+def register() -> None:
+    """Define both plugins in TensorRT's registry (idempotent)."""
+    import numpy.typing  # noqa: F401  tensorrt.plugin reads np.typing.NDArray without importing it
     import tensorrt as trt
+    require_aot_support(trt)
     import tensorrt.plugin as trtp
 
-    if getattr(register, "done", False):
+    if registered():
         return
 
-    @trtp.register(PLUGIN_ID)
+    @trtp.register(PARTIAL_ID)
     def knn_partial_desc(query: trtp.TensorDesc, bank: trtp.TensorDesc, k: int, splits: int,
                          metric: str) -> Tuple[trtp.TensorDesc, trtp.TensorDesc]:
         n = query.shape_expr[0]
         return (trtp.from_shape_expr((n, splits * k), dtype=trt.float32),
                 trtp.from_shape_expr((n, splits * k), dtype=trt.int32))
 
-    @trtp.autotune(PLUGIN_ID)
+    @trtp.autotune(PARTIAL_ID)
     def knn_partial_autotune(query: trtp.TensorDesc, bank: trtp.TensorDesc,
                              outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
         c = trtp.AutoTuneCombination()
-        c.pos([0, 1], "FP16")
-        c.pos(2, "FP32")
-        c.pos(3, "INT32")
+        c.pos([0, 1], "FP16")      # positions: inputs 0, 1 then outputs 2, 3; always iterables
+        c.pos([2], "FP32")
+        c.pos([3], "INT32")
         c.tactics(sorted(TILES))
         return [c]
 
-    @trtp.aot_impl(PLUGIN_ID)
+    @trtp.aot_impl(PARTIAL_ID)
     def knn_partial_aot_impl(query: trtp.TensorDesc, bank: trtp.TensorDesc, k: int, splits: int, metric: str,
                              outputs: Tuple[trtp.TensorDesc], tactic: int
                              ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}")
-        tactic = tactic if tactic in TILES else 2   # tactic 0 = TensorRT's default before tuning
+        tactic = tactic if tactic in TILES else DEFAULT_TACTIC
         geo = launch_geometry(query.shape_expr[0], bank.shape_expr[0], query.shape_expr[1], k, splits, tactic)
-        launch = trtp.KernelLaunchParams()
-        launch.grid_x, launch.grid_y = geo["grid"]
-        launch.block_x = geo["block"]
-        launch.shared_mem = geo["shared_mem"]    # all shared memory is static (< 48 KiB)
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(v) for v in geo["scalars"]])
+        launch, extra = _launch_params(trtp, geo)
         return "qfm_topk_partial", compile_ptx(ptx_arch(), tactic, metric), launch, extra
 
-    register.done = True
+    @trtp.register(MERGE_ID)
+    def knn_merge_desc(distances: trtp.TensorDesc, indices: trtp.TensorDesc,
+                       k: int) -> Tuple[trtp.TensorDesc, trtp.TensorDesc]:
+        n = distances.shape_expr[0]
+        return (trtp.from_shape_expr((n, k), dtype=trt.float32), trtp.from_shape_expr((n, k), dtype=trt.int32))
+
+    @trtp.autotune(MERGE_ID)
+    def knn_merge_autotune(distances: trtp.TensorDesc, indices: trtp.TensorDesc,
+                           outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+        return [trtp.AutoTuneCombination("FP32, INT32, FP32, INT32", "LINEAR")]
+
+    @trtp.aot_impl(MERGE_ID)
+    def knn_merge_aot_impl(distances: trtp.TensorDesc, indices: trtp.TensorDesc, k: int,
+                           outputs: Tuple[trtp.TensorDesc], tactic: int
+                           ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymExprs]:
+        geo = merge_geometry(distances.shape_expr[0], distances.shape_expr[1], k)
+        launch, extra = _launch_params(trtp, geo)
+        # The merge kernel is the same in every tile / metric variant of the module.
+        return "qfm_topk_merge", compile_ptx(ptx_arch(), DEFAULT_TACTIC, "sq_l2"), launch, extra

@@ -102,6 +102,50 @@ def compile_ptx(arch: str, tactic: int = 2, metric: str = "sq_l2") -> bytes:
     return buf.rstrip(b"\x00 ") + b"\n"
 
 
+def nvrtc_version() -> str:
+    """The NVRTC doing the compiling, e.g. "13.0": it decides the PTX ISA version written."""
+    from cuda.bindings import nvrtc
+    major, minor = _check(nvrtc.nvrtcVersion())
+    return f"{major}.{minor}"
+
+
+def _cuda_str(version: int) -> str:
+    return f"{version // 1000}.{version % 1000 // 10}"   # 12080 -> "12.8" (cuDriverGetVersion's encoding)
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the installed driver supports (cuDriverGetVersion, e.g. 12080), or None
+    when there is no driver (CPU machines: the driver library cannot even be found)."""
+    try:
+        from cuda.bindings import driver
+        err, version = driver.cuDriverGetVersion()
+    except Exception:   # cuda-python raises its own DynamicLibNotFoundError without a driver
+        return None
+    return int(version) if err == driver.CUresult.CUDA_SUCCESS else None
+
+
+def ptx_compatibility(ptx: bytes, driver_version: int | None) -> dict:
+    """What loading this PTX needs, against what the driver has.
+
+    The driver JIT-compiles PTX when a module is loaded (our launcher, and TensorRT when it builds
+    or deserialises an engine carrying the AOT plugin), and refuses a PTX ISA newer than itself
+    with CUDA_ERROR_UNSUPPORTED_PTX_VERSION. NVRTC writes its own toolkit's ISA (NVRTC 13.0:
+    9.0), so a cuda-python/NVRTC newer than the driver breaks at load time, far from the cause.
+    Raises KernelBuildError (one line) when the driver is known and too old."""
+    from cuda.bindings import utils
+    isa = utils.get_ptx_ver(ptx.decode(errors="replace"))
+    needs = utils.get_minimal_required_cuda_ver_from_ptx_ver(isa)
+    info = {"nvrtc": nvrtc_version(), "ptx_isa": isa, "ptx_needs_driver_cuda": _cuda_str(needs),
+            "driver_cuda": _cuda_str(driver_version) if driver_version else None}
+    if driver_version is not None and driver_version < needs:
+        raise KernelBuildError(
+            f"NVRTC {info['nvrtc']} writes PTX ISA {isa}, which needs a driver for CUDA >= {_cuda_str(needs)}, but "
+            f"this driver supports CUDA {info['driver_cuda']}: upgrade the driver, or install an NVRTC no newer than "
+            f"the driver (e.g. pip install 'cuda-bindings=={_cuda_str(driver_version)}.*' "
+            f"'nvidia-cuda-nvrtc-cu{driver_version // 1000}=={_cuda_str(driver_version)}.*')")
+    return info
+
+
 @dataclass
 class Resources:
     kernel: str

@@ -20,6 +20,13 @@
 //
 // Ties: candidates are visited in increasing bank index and an equal distance never displaces an
 // earlier entry, so among equal distances the lower index ranks first (the reference's order).
+// The final merge (qfm_topk_merge) keeps that order: partial lists arrive in split order, and the
+// splits cover increasing index ranges.
+//
+// Non-finite distances (a NaN or inf embedding, e.g. an FP16 overflow upstream) rank as FLT_MAX:
+// after every finite distance, before the empty-slot sentinel (+inf, index -1). So every returned
+// index is a real bank row whenever the bank has >= k rows, and gathers downstream (scores, ids
+// in the TensorRT engine) never read out of bounds.
 
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -67,9 +74,18 @@ struct Shared {
     float b_part[kThreads];   // per-thread partial |b|^2 before the reduction
 };
 
+// The value a distance is ranked (and reported) by: itself when finite, else FLT_MAX. A bit test,
+// not isfinite(): it cannot be folded away under fast-math assumptions.
+__device__ __forceinline__ float rank_key(float d) {
+    return (__float_as_uint(d) & 0x7f800000u) == 0x7f800000u ? 3.402823466e38f : d;
+}
+
 __device__ __forceinline__ float finish_distance(float dot, float q_sq, float b_sq) {
 #if QFM_METRIC == 0
-    return fmaxf(q_sq + b_sq - 2.0f * dot, 0.0f);
+    // Clamp rounding below zero, but let NaN through: fmaxf(NaN, 0) is 0, which would rank a NaN
+    // embedding as everyone's exact duplicate.
+    const float d = q_sq + b_sq - 2.0f * dot;
+    return d < 0.0f ? 0.0f : d;
 #else
     return 1.0f - dot / (fmaxf(sqrtf(q_sq), kEps) * fmaxf(sqrtf(b_sq), kEps));
 #endif
@@ -231,7 +247,8 @@ qfm_topk_partial(const __half* __restrict__ Q, const __half* __restrict__ B, int
 #pragma unroll
             for (int c0 = 0; c0 < kMT; c0 += 32) {
                 const int c = c0 + lane, m = m0 + c;
-                const float d = m < m_end ? finish_distance(sC[r * kLdc + c], s.q_sq[r], s.b_sq[c]) : QFM_INF;
+                const float d = m < m_end ? rank_key(finish_distance(sC[r * kLdc + c], s.q_sq[r], s.b_sq[c]))
+                                          : QFM_INF;
                 warp_offer(best_d[j], best_i[j], d, m, k, lane);
             }
         }
@@ -249,7 +266,8 @@ qfm_topk_partial(const __half* __restrict__ Q, const __half* __restrict__ B, int
 }
 
 // One warp per query: the k best of L candidates (in_d, in_i: (N, L)). Candidates with index -1
-// (empty slots) are skipped.
+// (empty slots) are skipped. grid = (ceil(N / 8), 1): 8 warps per block. Also the TensorRT match
+// engine's last step (plugin qfm::knn_merge), so the engine keeps the tie order above.
 extern "C" __global__ void __launch_bounds__(kThreads)
 qfm_topk_merge(const float* __restrict__ in_d, const int* __restrict__ in_i, int N, int L, int k,
                float* __restrict__ out_d, int* __restrict__ out_i) {
@@ -262,7 +280,7 @@ qfm_topk_merge(const float* __restrict__ in_d, const int* __restrict__ in_i, int
         const int c = c0 + lane;
         float d = QFM_INF;
         int i = -1;
-        if (c < L) { i = in_i[(size_t)q * L + c]; d = i < 0 ? QFM_INF : in_d[(size_t)q * L + c]; }
+        if (c < L) { i = in_i[(size_t)q * L + c]; d = i < 0 ? QFM_INF : rank_key(in_d[(size_t)q * L + c]); }
         warp_offer(best_d, best_i, d, i, k, lane);
     }
     if (lane < k) { out_d[(size_t)q * k + lane] = best_d; out_i[(size_t)q * k + lane] = best_i; }
