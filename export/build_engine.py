@@ -121,7 +121,7 @@ class EngineBuilder:
             t = self.network.get_output(i)
             io.append({"name": t.name, "mode": "output", "shape": list(t.shape), "dtype": t.dtype.name.lower()})
         names = {t["name"] for t in io}
-        expected = {io_names.INPUT, io_names.SCORE, io_names.EMBEDDING}
+        expected = {t.name for spec in io_names.student_io(0, 0) for t in spec}
         if names != expected:
             raise BuildError(f"network I/O {sorted(names)} differs from the student's {sorted(expected)}")
         for t in io:

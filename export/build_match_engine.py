@@ -4,17 +4,21 @@ distance + top-k kernel inside the engine as an AOT plugin (export/match_plugin.
     python export/build_match_engine.py --bank build/bank.safetensors --k 5 \
         --engine build/engines/qfm_match.plan [--metric sq_l2] [--max-batch 256]
 
-Inputs: `query` (N, D) fp32 (the student's embedding output). Outputs: `neighbor_distances`
-(N, k) fp32, `neighbor_index` (N, k) int64, `neighbor_scores` (N, k) fp32, `neighbor_ids` (N, k)
-int64: the names of the ONNX match model, so Triton's config is the same for both.
+I/O (export/io_names.match_io, also the ONNX match model's and the Triton config's): `query`
+(N, D) fp32 (the student's embedding output) -> `neighbor_distances` (N, k) fp32 ascending,
+`neighbor_index` (N, k) int64, `neighbor_scores` (N, k) fp32, `neighbor_ids` (N, k) int64. Among
+equal distances the lower bank index comes first; a non-finite embedding gets distances FLT_MAX
+and real bank rows (never index -1).
 
 The bank is a constant of this engine, not an input. Why: Triton's tensorrt_plan backend takes
 every input from the request, and a million-row bank is 768 MB; as a constant it is uploaded once.
 Replacing the bank rebuilds this engine only (seconds), never the student; with Triton's explicit
 model control, `load qfm_match` swaps it while the student keeps serving.
 
-Needs datacenter TensorRT with `tensorrt.plugin` and a GPU (the AOT implementation is compiled for
-the build GPU). Without them it stops with one line saying so.
+Needs datacenter TensorRT >= 10.9 with `tensorrt.plugin`, a GPU (the kernels are compiled for the
+build GPU) and a driver that loads the PTX ISA our NVRTC writes. Without any of them it stops with
+one line saying which. Beside the plan, `<plan>.json` records the TensorRT, NVRTC, PTX ISA and
+driver versions.
 """
 from __future__ import annotations
 
@@ -27,67 +31,90 @@ from pathlib import Path
 
 import numpy as np
 
-from export import match_onnx
+from export import io_names, match_onnx
 from export.bank import load_bank
 from export.build_engine import BuildError, cuda_device, load_backend
 from export.files import sha256_file
-from export.kernels.compile import K_MAX
+from export.kernels.compile import K_MAX, KernelBuildError, compile_ptx, driver_cuda_version, ptx_compatibility
 from export.kernels.launch import split_bank
+
+SCHEDULE_SMS = 132   # the partial kernel's split count is fixed at build time, for an H100-sized GPU
+
+
+def plugin_knn(trtp, k: int, splits: int, metric: str):
+    """The engine's nearest-neighbour step: our two AOT plugins (partial lists, then the merge)."""
+    def knn(network, query16, bank16):
+        part = network.add_plugin(trtp.op.qfm.knn_partial(query16, bank16, k=k, splits=splits, metric=metric),
+                                  aot=True)
+        merged = network.add_plugin(trtp.op.qfm.knn_merge(part.get_output(0), part.get_output(1), k=k), aot=True)
+        return merged.get_output(0), merged.get_output(1)
+    return knn
+
+
+def add_match_layers(trt, network, bank: dict, k: int, knn) -> list:
+    """Query input, bank constants, `knn` (query16, bank16) -> (distances fp32, indices int32), the
+    gathers of scores and ids, and the outputs, named and typed from io_names.match_io. Returns the
+    arrays TensorRT reads at build time (keep them alive until then)."""
+    emb = np.ascontiguousarray(bank["embeddings"], np.float32)
+    m, dim = emb.shape
+    (q_spec,), out_specs = io_names.match_io(dim, k)
+    dtypes = {"FP32": trt.float32}
+    query = network.add_input(q_spec.name, dtypes[q_spec.dtype], q_spec.shape)
+    q16 = network.add_cast(query, trt.float16).get_output(0)
+    bank16 = np.ascontiguousarray(emb.astype(np.float16))
+    scores = np.ascontiguousarray(bank["scores"], np.float32)
+    ids = np.ascontiguousarray(bank["ids"], np.int64)
+    bank_t = network.add_constant(bank16.shape, trt.Weights(bank16)).get_output(0)
+    scores_t = network.add_constant((m,), trt.Weights(scores)).get_output(0)
+    ids_t = network.add_constant((m,), trt.Weights(ids)).get_output(0)
+    dist, index32 = knn(network, q16, bank_t)
+    # The kernels return real bank rows only (non-finite distances rank last, never index -1),
+    # so these gathers stay in bounds.
+    tensors = {io_names.NEIGHBOR_DISTANCES: dist,
+               io_names.NEIGHBOR_INDEX: network.add_cast(index32, trt.int64).get_output(0),
+               io_names.NEIGHBOR_SCORES: network.add_gather(scores_t, index32, 0).get_output(0),
+               io_names.NEIGHBOR_IDS: network.add_gather(ids_t, index32, 0).get_output(0)}
+    for spec in out_specs:
+        t = tensors[spec.name]
+        t.name = spec.name
+        network.mark_output(t)
+    return [bank16, scores, ids]
 
 
 def build(bank_path: Path, engine_path: Path, k: int, metric: str, batches: tuple[int, int, int],
           workspace_gb: float = 2.0, verbose: bool = False) -> dict:
     bank = load_bank(bank_path)
-    emb = np.ascontiguousarray(bank["embeddings"], np.float32)
-    m, dim = emb.shape
+    m, dim = bank["embeddings"].shape
     if not 1 <= k <= min(K_MAX, m):
         raise BuildError(f"k must be in 1..min({K_MAX}, bank size {m}), got {k}")
     if dim % 8:   # the kernel's 16-byte loads; every registered student has D = 384
         raise BuildError(f"embedding width {dim} is not a multiple of 8; the kernel needs D % 8 == 0")
+    # What to install comes before what hardware is missing (the same order as build_engine.py).
+    trt = load_backend("tensorrt")
+    from export import match_plugin
+    try:
+        match_plugin.register()
+    except match_plugin.PluginUnavailable as e:
+        raise BuildError(str(e)) from e
+    import tensorrt.plugin as trtp
     gpu = cuda_device()
     if gpu is None:
-        raise BuildError("no CUDA GPU: the plugin's kernel is compiled for the build GPU; run on a GPU host")
-    trt = load_backend("tensorrt")
-    try:
-        from export import match_plugin
-        match_plugin.register()
-        import tensorrt.plugin as trtp
-    except ImportError as e:
-        raise BuildError(f"this TensorRT has no tensorrt.plugin ({e}); TensorRT >= 10.9 is needed") from e
+        raise BuildError("no CUDA GPU: the plugins' kernels are compiled for the build GPU; run on a GPU host")
+    try:   # the driver JIT-compiles the plugins' PTX at build and at every engine load
+        ptx = ptx_compatibility(compile_ptx(match_plugin.ptx_arch(), 2, metric), driver_cuda_version())
+    except KernelBuildError as e:
+        raise BuildError(str(e)) from e
 
     logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    query = network.add_input(match_onnx.QUERY, trt.float32, (-1, dim))
-    q16 = network.add_cast(query, trt.float16).get_output(0)
-    bank16 = np.ascontiguousarray(emb.astype(np.float16))
-    keep = [bank16]   # TensorRT reads the weights at build time: keep the arrays alive until then
-    bank_t = network.add_constant(bank16.shape, trt.Weights(bank16)).get_output(0)
-    splits, _ = split_bank(m, batches[1], 2, sm_count=132)   # schedule for the opt batch on an H100-sized GPU
-    plugin = network.add_plugin(trtp.op.qfm.knn_partial(q16, bank_t, k=k, splits=splits, metric=metric), aot=True)
-    part_d, part_i = plugin.get_output(0), plugin.get_output(1)
-    top = network.add_topk(part_d, trt.TopKOperation.MIN, k, 1 << 1)
-    dist, pos = top.get_output(0), top.get_output(1)
-    index = network.add_gather_v2(part_i, pos, trt.GatherMode.ELEMENT)
-    index.axis = 1
-    index32 = index.get_output(0)
-    scores = np.ascontiguousarray(bank["scores"], np.float32)
-    ids = np.ascontiguousarray(bank["ids"], np.int64)
-    keep += [scores, ids]
-    scores_t = network.add_constant((m,), trt.Weights(scores)).get_output(0)
-    ids_t = network.add_constant((m,), trt.Weights(ids)).get_output(0)
-    outputs = {match_onnx.DISTANCES: dist,
-               match_onnx.INDEX: network.add_cast(index32, trt.int64).get_output(0),
-               match_onnx.SCORES: network.add_gather(scores_t, index32, 0).get_output(0),
-               match_onnx.IDS: network.add_gather(ids_t, index32, 0).get_output(0)}
-    for name, t in outputs.items():
-        t.name = name
-        network.mark_output(t)
+    splits, _ = split_bank(m, batches[1], 2, sm_count=SCHEDULE_SMS)   # scheduled for the opt batch
+    keep = add_match_layers(trt, network, bank, k, plugin_knn(trtp, k, splits, metric))  # noqa: F841
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     profile = builder.create_optimization_profile()
-    profile.set_shape(match_onnx.QUERY, *[(b, dim) for b in batches])
+    profile.set_shape(io_names.MATCH_QUERY, *[(b, dim) for b in batches])
     config.add_optimization_profile(profile)
     t0 = time.time()
     plan = builder.build_serialized_network(network, config)
@@ -99,8 +126,9 @@ def build(bank_path: Path, engine_path: Path, k: int, metric: str, batches: tupl
     os.replace(tmp, engine_path)
     info = {"tensorrt": trt.__version__, "gpu": gpu, "bank": str(bank_path), "bank_sha256": sha256_file(bank_path),
             "bank_rows": m, "dim": dim, "k": k, "metric": metric, "splits": splits, "batches": list(batches),
-            "plugin": "qfm::knn_partial (AOT, PTX in the engine)", "build_seconds": round(time.time() - t0, 2),
-            "plan_sha256": sha256_file(engine_path)}
+            "plugins": [match_plugin.PARTIAL_ID, match_plugin.MERGE_ID], "ptx_arch": match_plugin.ptx_arch(),
+            # A serving host's driver must load this PTX ISA too (ptx_needs_driver_cuda).
+            **ptx, "build_seconds": round(time.time() - t0, 2), "plan_sha256": sha256_file(engine_path)}
     engine_path.with_name(engine_path.name + ".json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -121,7 +149,7 @@ def main(argv=None) -> int:
     try:
         info = build(args.bank, args.engine, args.k, args.metric, (args.min_batch, args.opt_batch, args.max_batch),
                      verbose=args.verbose)
-    except (BuildError, FileNotFoundError, ValueError) as e:
+    except (BuildError, FileNotFoundError, ValueError) as e:   # one line each, no traceback
         print(f"build_match_engine: {e}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2))

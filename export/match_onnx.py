@@ -18,9 +18,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-QUERY, BANK = "query", "bank"
-DISTANCES, INDEX = "neighbor_distances", "neighbor_index"
-SCORES, IDS = "neighbor_scores", "neighbor_ids"
+from export import io_names
+
+QUERY, BANK = io_names.MATCH_QUERY, io_names.MATCH_BANK
+DISTANCES, INDEX = io_names.NEIGHBOR_DISTANCES, io_names.NEIGHBOR_INDEX
+SCORES, IDS = io_names.NEIGHBOR_SCORES, io_names.NEIGHBOR_IDS
 METRICS = ("sq_l2", "cosine")
 
 

@@ -25,7 +25,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from export import match_onnx, onnx_export
+from export import io_names, match_onnx, onnx_export
 from export.bank import load_bank
 
 REPO_SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"  # committed model.py files
@@ -52,6 +52,22 @@ def _io(kind: str, entries: list[tuple]) -> str:
         reshape = f" reshape: {{ shape: [ {', '.join(map(str, e[3]))} ] }}" if len(e) > 3 else ""
         rows.append(f'  {{ name: "{name}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ]{reshape} }}')
     return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
+
+
+def _spec_io(kind: str, specs: list, batched: bool, reshape_scalars: bool = True) -> str:
+    """Config entries for engine / ONNX tensors (io_names specs). With Triton batching the batch
+    axis is implicit; a tensor that is only a batch axis (the score) is [1], reshaped to [] where
+    the model's tensor really is 1-D (engines, ONNX; not the Python model's [batch, 1])."""
+    entries = []
+    for t in specs:
+        if not batched:
+            entries.append((t.name, f"TYPE_{t.dtype}", list(t.shape)))
+        elif len(t.shape) == 1:
+            entries.append((t.name, f"TYPE_{t.dtype}", [1], []) if reshape_scalars else
+                           (t.name, f"TYPE_{t.dtype}", [1]))
+        else:
+            entries.append((t.name, f"TYPE_{t.dtype}", list(t.shape[1:])))
+    return _io(kind, entries)
 
 
 def _params(params: dict) -> str:
@@ -84,14 +100,12 @@ def student_config(target: str, size: int, dim: int) -> str:
     head = {"cpu-pip": 'backend: "python"\n',
             "cpu-ngc": 'platform: "onnxruntime_onnx"\ndefault_model_filename: "model.onnx"\n',
             "gpu-ngc": 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n'}[target]
-    in_type = CROP_TYPE[target]
-    # The ONNX/engine score is [batch]; Triton's batched dims exclude the batch, hence [1] -> [].
-    score = ("score", "TYPE_FP32", [1]) if target == "cpu-pip" else ("score", "TYPE_FP32", [1], [])
+    inputs, outputs = io_names.student_io(size, dim, CROP_TYPE[target].removeprefix("TYPE_"))
     kind = "KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"
+    io = (_spec_io("input", inputs, batched=True)
+          + _spec_io("output", outputs, batched=True, reshape_scalars=target != "cpu-pip"))
     text = (f"# The QFM-IQM student on {size}x{size} crops: score (0..100) and {dim}-d quality embedding per crop.\n"
-            f'name: "qfm_student"\n{head}max_batch_size: {max_batch}\n'
-            + _io("input", [("image", in_type, [3, size, size])])
-            + _io("output", [score, ("embedding", "TYPE_FP32", [dim])])
+            f'name: "qfm_student"\n{head}max_batch_size: {max_batch}\n' + io
             + "# Crops from concurrent requests are merged into one call (the main throughput lever).\n"
             f"dynamic_batching {{ preferred_batch_size: [ {', '.join(map(str, preferred))} ] "
             f"max_queue_delay_microseconds: {delay} }}\n"
@@ -111,21 +125,24 @@ def aggregate_config(dim: int) -> str:
 
 
 def match_config(target: str, dim: int, k: int, match_plan: bool = False) -> str:
-    outputs = [("neighbor_ids", "TYPE_INT64", [-1, k]), ("neighbor_scores", "TYPE_FP32", [-1, k]),
-               ("neighbor_distances", "TYPE_FP32", [-1, k])]
-    if target == "cpu-pip":
+    inputs, outputs = io_names.match_io(dim, k)
+    if target == "cpu-pip":   # Python model: bank as a file beside it, no index output
         head, kind = 'backend: "python"\n', "KIND_CPU"
         extra = _params({"onnx_file": "match.onnx", "bank_file": "bank.safetensors"})
-        inp = "EMBEDDING"
-    elif match_plan:   # our fused distance + top-k kernel inside the engine (export/build_match_engine.py)
-        head = 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n'
-        kind, extra, inp = "KIND_GPU", "", "query"
+        io = (_io("input", [("EMBEDDING", "TYPE_FP32", [-1, dim])])
+              + _spec_io("output", [t for t in outputs if t.name != io_names.NEIGHBOR_INDEX], batched=False))
     else:
-        head = 'platform: "onnxruntime_onnx"\ndefault_model_filename: "match.onnx"\n'
-        kind, extra, inp = ("KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"), "", "query"
+        if match_plan:   # our fused distance + top-k kernels inside the engine (export/build_match_engine.py)
+            head, kind = 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n', "KIND_GPU"
+        else:
+            head = 'platform: "onnxruntime_onnx"\ndefault_model_filename: "match.onnx"\n'
+            kind = "KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"
+        extra = ""
+        # Every engine / model tensor, neighbor_index included: the TensorRT backend refuses to load an
+        # engine whose I/O the config does not list in full.
+        io = _spec_io("input", inputs, batched=False) + _spec_io("output", outputs, batched=False)
     return (f"# {k} nearest references of each image's quality embedding (squared L2), with their known scores.\n"
-            f'name: "qfm_match"\n{head}max_batch_size: 0\n'
-            + _io("input", [(inp, "TYPE_FP32", [-1, dim])]) + _io("output", outputs)
+            f'name: "qfm_match"\n{head}max_batch_size: 0\n' + io
             + f"instance_group [ {{ kind: {kind} count: 1 }} ]\n" + extra)
 
 

@@ -1,6 +1,7 @@
 """CUDA kernels without a GPU: NVRTC compiles every variant, ptxas assembles it with no spills
-within the register budget; the float64 reference is checked on its own; the TensorRT plugin's
-calling convention is read back from the PTX."""
+within the register budget (these two need the CUDA toolkit's ptxas; the rest of this file does
+not); the float64 reference is checked on its own; the TensorRT plugin's calling convention is read
+back from the PTX; the PTX ISA NVRTC writes is checked against a driver's."""
 import re
 import shutil
 
@@ -13,9 +14,10 @@ from export.kernels import reference
 from export.match_plugin import launch_geometry
 from conftest import run_script
 
-pytestmark = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) not on PATH")
+needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) not on PATH")
 
 
+@needs_ptxas
 def test_every_variant_compiles_without_spills_within_budget():
     archs = [a for a in kc.ARCHS if a in kc.supported_archs()]
     assert {"sm_80", "sm_86", "sm_89", "sm_90"} <= set(archs), f"NVRTC supports only {archs}"
@@ -45,6 +47,20 @@ def test_ptx_parameters_follow_the_aot_plugin_convention():
     assert geo["grid"] == (264, 3) and geo["block"] == 256
     n, m, d, k, chunk = geo["scalars"]
     assert (n, m, d, k) == (300, 1_000_003, 384, 32) and chunk * 264 >= m > chunk * 263
+
+
+def test_ptx_isa_newer_than_the_driver_is_refused_in_one_line():
+    ptx = kc.compile_ptx("sm_90", 2, "sq_l2")
+    info = kc.ptx_compatibility(ptx, None)     # no driver here: recorded, not judged
+    assert info["nvrtc"] == kc.nvrtc_version() and info["driver_cuda"] is None
+    isa_major = int(info["ptx_isa"].split(".")[0])
+    needs = info["ptx_needs_driver_cuda"]
+    major, minor = map(int, needs.split("."))
+    assert kc.ptx_compatibility(ptx, major * 1000 + minor * 10)["driver_cuda"] == needs
+    older = (major - 1) * 1000 + 80 if minor == 0 else major * 1000 + (minor - 1) * 10
+    with pytest.raises(kc.KernelBuildError, match=rf"PTX ISA {info['ptx_isa']}.*needs a driver for CUDA >= {needs}"):
+        kc.ptx_compatibility(ptx, older)
+    assert isa_major >= 7
 
 
 def test_compile_errors_are_reported():
