@@ -21,12 +21,24 @@ def sample_images(n: int) -> list[Path]:
     return files
 
 
-def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2, dtype=np.float32) -> np.ndarray:
+def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2, dtype=np.float32,
+                allow_random: bool = False) -> np.ndarray:
     """Evaluation crops of real photographs (K, 3, S, S): normalised floats, or with dtype uint8
-    the raw pixels the CPU serving student takes (it normalises in-graph)."""
+    the raw pixels the CPU serving student takes (it normalises in-graph). allow_random: where the
+    LIVEC photographs are absent (a bare GPU host), seeded random pixels instead, said on stdout;
+    fine for timing and for engine-vs-ONNX parity, meaningless for scores."""
     from training.transforms import channels_first, grid_crops, load_rgb, normalize
 
-    crops = np.concatenate([grid_crops(load_rgb(p), model_cfg["input_size"], grid) for p in sample_images(n_images)])
+    try:
+        photos = [load_rgb(p) for p in sample_images(n_images)]
+    except FileNotFoundError as e:
+        if not allow_random:
+            raise
+        print(f"note: {e}; using seeded random pixels")
+        size = model_cfg["input_size"] * grid
+        rng = np.random.default_rng(0)
+        photos = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n_images)]
+    crops = np.concatenate([grid_crops(img, model_cfg["input_size"], grid) for img in photos])
     if np.dtype(dtype) == np.uint8:
         return np.ascontiguousarray(channels_first(crops))
     return normalize(crops, model_cfg["mean"], model_cfg["std"]).astype(dtype)
@@ -51,3 +63,27 @@ def write_json(obj: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     obj = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **obj}
     path.write_text(json.dumps(obj, indent=2))
+
+
+# gpu_check.sh conventions: a step script that cannot run here (no TensorRT, no compute-sanitizer)
+# exits SKIPPED after printing "skipped: <reason>"; with QFM_DRY_RUN=1 (gpu_check.sh --dry-run, run
+# by `make test` on the CPU) each step script stops right after parsing its real arguments.
+SKIPPED = 77
+
+
+def skip(reason: str) -> int:
+    print(f"skipped: {reason}", flush=True)
+    return SKIPPED
+
+
+def dry_run(args, imports: tuple[str, ...] = ()) -> bool:
+    """True (after saying so) when gpu_check.sh --dry-run only wants the arguments checked; the
+    project modules the step uses lazily (`imports`) are imported then, so a broken import shows
+    on the CPU too."""
+    if os.environ.get("QFM_DRY_RUN") != "1":
+        return False
+    import importlib
+    for name in imports:
+        importlib.import_module(name)
+    print(f"dry run: arguments parsed: {vars(args)}" + (f"; imported {', '.join(imports)}" if imports else ""))
+    return True

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import dry_run
+
 NS, MS, D = (1, 64, 256), (10_000, 100_000, 1_000_000), 384
 
 
@@ -66,6 +68,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("build/kernel_bench.json"))
     args = ap.parse_args(argv)
+    if dry_run(args, ("torch", "export.kernels.launch")):
+        return 0
     import torch
     if not torch.cuda.is_available():
         print("kernel_bench: no CUDA GPU visible; nothing measured", file=sys.stderr)

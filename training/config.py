@@ -24,7 +24,9 @@ DEFAULTS = {
             # which items enter the memory bank and are matched against it: "all", or "absolute"
             # (items of within_reference sources neither: their labels are on another scale, so
             # "similar quality" to a bank entry means nothing for them)
-            "bank_items": "all"},
+            "bank_items": "all",
+            # semantic distances: "auto" (our CUDA kernel on a GPU, PyTorch elsewhere), "kernel", "torch"
+            "matching_backend": "auto"},
     "loss": {"regression": "smooth_l1", "w_clean": 1.0, "w_perturbed": 0.5, "w_consistency": 0.5, "w_plcc": 0.3,
              # score of a +-1 grey-level dithered copy of each crop pulled to the clean score
              # (one more forward/backward pass per step)
@@ -51,4 +53,6 @@ def load_config(path: str | Path) -> dict:
         raise KeyError("config student section needs a `name` (see training/models/registry.py)")
     if cfg["qfm"]["bank_items"] not in ("all", "absolute"):
         raise ValueError(f"qfm.bank_items must be 'all' or 'absolute', got {cfg['qfm']['bank_items']!r}")
+    if cfg["qfm"]["matching_backend"] not in ("auto", "kernel", "torch"):
+        raise ValueError(f"qfm.matching_backend must be auto, kernel or torch, got {cfg['qfm']['matching_backend']!r}")
     return cfg

@@ -3,8 +3,8 @@
     torchrun --nproc_per_node 2 training/train.py --config CONFIG --out runs/NAME            # one host
     torchrun --nnodes 2 --node_rank R --master_addr HOST --nproc_per_node 8 training/train.py ...
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `init()` opens the process group (NCCL on GPUs,
-gloo on CPUs) and everything else is DDP's: gradients are averaged across processes during
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; `init()` opens the process group (gloo: the loop
+runs on the CPU, see init) and everything else is DDP's: gradients are averaged across processes during
 backward. The config's batch_size stays the GLOBAL batch: each process takes an equal contiguous
 slice of every global batch, so one process and N processes see the same batches and (without
 batch-coupled terms such as the PLCC loss or trainable BatchNorm) make the same update; a test
@@ -53,8 +53,9 @@ def init() -> Context:
     if world <= 1:
         return Context()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        # gloo even on GPU hosts: the training loop keeps its batches and memory on the CPU, and
+        # NCCL cannot gather CPU tensors (it failed at the first all_gather on any GPU machine).
+        dist.init_process_group("gloo")
     ctx = Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if torch.cuda.is_available():
         torch.cuda.set_device(ctx.local_rank)

@@ -84,9 +84,9 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
     if lc["w_dither"] > 0:
         # The same crops with every pixel moved by -1/0/+1 grey level (kept inside 0..255): a change
         # nobody can see, so the score must not follow it (benchmarks/noise_sensitivity.py).
-        std = torch.tensor(model.cfg.std, dtype=x.dtype).view(1, 3, 1, 1)
-        mean = torch.tensor(model.cfg.mean, dtype=x.dtype).view(1, 3, 1, 1)
-        moved = x + torch.randint(-1, 2, x.shape).to(x.dtype) / (255.0 * std)
+        std = torch.tensor(model.cfg.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(model.cfg.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        moved = x + torch.randint(-1, 2, x.shape, device=x.device).to(x.dtype) / (255.0 * std)
         moved = torch.maximum(torch.minimum(moved, (1 - mean) / std), -mean / std)
         d_score, _ = model.decode(model.backbone_tokens(moved))
         ldither = consistency_loss(score / unit, d_score / unit)
@@ -97,9 +97,11 @@ def qfm_step(model: QFMStudent, x: torch.Tensor, y: torch.Tensor, memory: Memory
         # bank_items "absolute": within-reference items are neither matched nor stored (their labels
         # are not on the bank's scale); None = every item takes part.
         member = absolute if qc["bank_items"] == "absolute" else None
-        bank_f, bank_s = memory.contents()
+        # The memory lives on the CPU; matching and the gather run where the batch is.
+        bank_f, bank_s = (t.to(semantic.device) for t in memory.contents())
         if memory.size >= qc["min_memory"]:
-            idx, valid = semantic_noise_match(semantic, y, bank_f, bank_s, qc["tau"], qc["metric"])
+            idx, valid = semantic_noise_match(semantic, y, bank_f, bank_s, qc["tau"], qc["metric"],
+                                              backend=qc["matching_backend"])
             valid = valid if member is None else valid & member
             if valid.any():
                 noise = bank_f[idx].to(tokens) * valid.to(tokens).unsqueeze(1)

@@ -187,8 +187,15 @@ def resource_usage(ptx: bytes, arch: str) -> list[Resources]:
     return out
 
 
-def main() -> int:
-    archs = [a for a in ARCHS if a in supported_archs()]
+def main(argv=None) -> int:
+    import argparse
+    ap = argparse.ArgumentParser(description="Compile every kernel variant with NVRTC and print ptxas's resource table.")
+    ap.add_argument("--arch", action="append", help="only this target (repeatable); default: every supported one")
+    args = ap.parse_args(argv)
+    if os.environ.get("QFM_DRY_RUN") == "1":   # benchmarks/gpu_check.sh --dry-run
+        print(f"dry run: arguments parsed: {vars(args)}")
+        return 0
+    archs = [a for a in (args.arch or ARCHS) if a in supported_archs()]
     print(f"{'arch':7} {'tiles':9} {'metric':7} {'kernel':18} {'regs':>4} {'spill st/ld':>11} {'stack':>5} {'smem':>6}")
     bad = 0
     for arch in archs:

@@ -7,14 +7,20 @@
 
 Used by training's semantic-noise matching when its tensors are on a GPU, by kernel_bench.py and
 by the GPU tests. The TensorRT plugin (export/match_plugin.py) embeds the same PTX in an engine.
+
+Contexts: every module load and launch runs with the device's primary context pushed (the one
+PyTorch allocates in), whatever context the caller has current, so a launcher for cuda:1 works
+from a thread whose current device is cuda:0, and tensors on another device are refused.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
-from export.kernels.compile import K_MAX, METRICS, TILES, compile_ptx
+from export.kernels.compile import (K_MAX, METRICS, TILES, KernelBuildError, compile_ptx, driver_cuda_version,
+                                    ptx_compatibility)
 
 THREADS = 256
 WARPS = THREADS // 32
@@ -55,19 +61,34 @@ class PairwiseTopK:
             raise KernelLaunchError("no CUDA GPU visible: use training.qfm.matching's CPU path")
         from cuda.bindings import driver
         self.torch, self.driver, self.device = torch, driver, torch.device("cuda", device)
-        torch.empty(1, device=self.device)           # makes torch's primary context current
+        torch.empty(1, device=self.device)           # makes torch create the device's primary context
+        _ck(driver.cuInit(0))
+        self.context = _ck(driver.cuDevicePrimaryCtxRetain(_ck(driver.cuDeviceGet(self.device.index))))
         props = torch.cuda.get_device_properties(self.device)
         self.arch = f"sm_{props.major}{props.minor}"
         self.sm_count = props.multi_processor_count
+        try:   # refuse here, not as CUDA_ERROR_UNSUPPORTED_PTX_VERSION at the first launch
+            self.ptx_info = ptx_compatibility(compile_ptx(self.arch), driver_cuda_version())
+        except KernelBuildError as e:
+            raise KernelLaunchError(str(e)) from e
         self._functions: dict[tuple[int, str], dict] = {}
+
+    @contextlib.contextmanager
+    def _in_device_context(self):
+        _ck(self.driver.cuCtxPushCurrent(self.context))
+        try:
+            yield
+        finally:
+            _ck(self.driver.cuCtxPopCurrent())
 
     def _kernels(self, tactic: int, metric: str) -> dict:
         key = (tactic, metric)
         if key not in self._functions:
             ptx = compile_ptx(self.arch, tactic, metric)
-            module = _ck(self.driver.cuModuleLoadData(ptx + b"\x00"))
-            self._functions[key] = {name: _ck(self.driver.cuModuleGetFunction(module, name.encode()))
-                                    for name in ("qfm_pairwise_dist", "qfm_topk_partial", "qfm_topk_merge")}
+            with self._in_device_context():
+                module = _ck(self.driver.cuModuleLoadData(ptx + b"\x00"))
+                self._functions[key] = {name: _ck(self.driver.cuModuleGetFunction(module, name.encode()))
+                                        for name in ("qfm_pairwise_dist", "qfm_topk_partial", "qfm_topk_merge")}
         return self._functions[key]
 
     def _launch(self, func, grid: tuple[int, int], args: list) -> None:
@@ -79,8 +100,12 @@ class PairwiseTopK:
             else:
                 holders.append(np.array([a], dtype=np.int32))
         params = np.array([h.ctypes.data for h in holders], dtype=np.uint64)
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.device != self.device:
+                raise ValueError(f"tensor on {a.device}, but this launcher runs on {self.device}")
         stream = self.driver.CUstream(torch.cuda.current_stream(self.device).cuda_stream)
-        _ck(self.driver.cuLaunchKernel(func, grid[0], grid[1], 1, THREADS, 1, 1, 0, stream, params.ctypes.data, 0))
+        with self._in_device_context():
+            _ck(self.driver.cuLaunchKernel(func, grid[0], grid[1], 1, THREADS, 1, 1, 0, stream, params.ctypes.data, 0))
 
     def _prepare(self, q, b):
         torch = self.torch

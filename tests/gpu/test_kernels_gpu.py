@@ -4,11 +4,15 @@ Fresh random data per case, outputs poisoned (NaN / -7) before each run so a ker
 write cannot pass, odd sizes, k = 1 and k = 32, exact ties, both metrics, every tile tactic.
 Run with the rest of the GPU checks: `bash benchmarks/gpu_check.sh`.
 """
+import os
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
+# gpu_check.sh --dry-run (QFM_DRY_RUN=1) collects these tests on a CPU: imports and parametrisation
+# are checked there; nothing runs.
+if not torch.cuda.is_available() and os.environ.get("QFM_DRY_RUN") != "1":
     pytest.skip("no CUDA GPU visible (these tests need one; CI has none)", allow_module_level=True)
 
 from export.kernels import reference  # noqa: E402

@@ -24,22 +24,27 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torc
 
 
 DISTANCES = {"sq_l2": pairwise_sq_l2, "cosine": pairwise_cosine}
-_GPU_KERNEL = None
+_GPU_KERNELS: dict[int, object] = {}   # one launcher per device (its module lives in that device's context)
 
 
-def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
-    """Our CUDA kernel (fp16 in, fp32 accumulate) when the tensors are on a GPU, else torch."""
-    global _GPU_KERNEL
-    if a.is_cuda and a.shape[1] % 8 == 0:
-        if _GPU_KERNEL is None:
+def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str, backend: str = "auto") -> torch.Tensor:
+    """Our CUDA kernel (fp16 in, fp32 accumulate) when the tensors are on a GPU, else torch.
+    backend: auto (kernel on a GPU, torch elsewhere), kernel, or torch."""
+    if backend not in ("auto", "kernel", "torch"):
+        raise ValueError(f"backend must be auto, kernel or torch, got {backend!r}")
+    if backend == "kernel" and not a.is_cuda:
+        raise ValueError("backend 'kernel' needs CUDA tensors")
+    if backend != "torch" and a.is_cuda:
+        device = a.device.index if a.device.index is not None else torch.cuda.current_device()
+        if device not in _GPU_KERNELS:
             from export.kernels.launch import PairwiseTopK
-            _GPU_KERNEL = PairwiseTopK(a.device.index or 0)
-        return _GPU_KERNEL.pairwise(a.detach(), b.detach(), metric)
+            _GPU_KERNELS[device] = PairwiseTopK(device)
+        return _GPU_KERNELS[device].pairwise(a.detach(), b.detach(), metric)   # pads D to a multiple of 8 itself
     return DISTANCES[metric](a, b)
 
 
 def semantic_noise_match(features: torch.Tensor, scores: torch.Tensor, bank_features: torch.Tensor,
-                         bank_scores: torch.Tensor, tau: float, metric: str = "cosine"
+                         bank_scores: torch.Tensor, tau: float, metric: str = "cosine", backend: str = "auto"
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index into the bank of each row's perturbation, and whether it has one.
 
@@ -49,7 +54,7 @@ def semantic_noise_match(features: torch.Tensor, scores: torch.Tensor, bank_feat
     if len(bank_features) == 0:
         n = len(features)
         return torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
-    dist = pairwise_distances(features, bank_features, metric)
+    dist = pairwise_distances(features, bank_features, metric, backend)
     similar = (scores.float().reshape(-1, 1) - bank_scores.float().reshape(1, -1)).abs() <= tau
     dist = torch.where(similar, dist, torch.full_like(dist, -torch.inf))
     best = dist.argmax(dim=1)

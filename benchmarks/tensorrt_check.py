@@ -1,0 +1,158 @@
+"""The TensorRT half of the GPU path on a GPU host with datacenter TensorRT (>= 10.9):
+
+  1. the bundled student -> ONNX (export/to_onnx.py) -> FP16 engine (export/build_engine.py); its
+     scores against ONNX Runtime's FP16 model on the same crops, and its throughput;
+  2. a synthetic bank (random embeddings, exact duplicates, known ties) -> the match engine with our
+     two AOT plugins (export/build_match_engine.py); its answers against the float64 reference:
+     distances, indices, lower index first among ties, real rows for a NaN query.
+
+    python benchmarks/tensorrt_check.py [--out build/gpu_check/tensorrt]
+
+Exits 77 ("skipped") without TensorRT, 2 without a GPU, 1 when a check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO, dry_run, skip, write_json
+
+DIM, K, BANK_ROWS = 384, 8, 20_011
+
+
+def _run(*args) -> None:
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
+
+
+class Engine:
+    """A deserialised plan with torch tensors bound to its I/O."""
+
+    def __init__(self, trt, plan: Path):
+        self.trt = trt
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialise {plan}")
+        self.ctx = self.engine.create_execution_context()
+
+    def __call__(self, **inputs):
+        import torch
+        trt, eng = self.trt, self.engine
+        for name, t in inputs.items():
+            self.ctx.set_input_shape(name, tuple(t.shape))
+            self.ctx.set_tensor_address(name, t.data_ptr())
+        outs = {}
+        for i in range(eng.num_io_tensors):
+            name = eng.get_tensor_name(i)
+            if eng.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                dtype = {trt.float32: torch.float32, trt.int64: torch.int64, trt.int32: torch.int32}[eng.get_tensor_dtype(name)]
+                outs[name] = torch.empty(tuple(self.ctx.get_tensor_shape(name)), dtype=dtype, device="cuda")
+                self.ctx.set_tensor_address(name, outs[name].data_ptr())
+        stream = torch.cuda.current_stream()
+        if not self.ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("execute_async_v3 failed")
+        stream.synchronize()
+        return {k: v.cpu().numpy() for k, v in outs.items()}
+
+
+def check_student(trt, out: Path) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from benchmarks.common import crops_batch
+    _run("export/to_onnx.py", "--checkpoint", REPO / "models/qfm_iqm", "--out", out, "--parity-images", "4")
+    plan = out / "qfm_student_fp16.plan"
+    _run("export/build_engine.py", "--onnx", out / "qfm_student_fp16.onnx", "--engine", plan,
+         "--min-batch", "1", "--opt-batch", "64", "--max-batch", "128")
+    cfg = json.loads((REPO / "models/qfm_iqm/config.json").read_text())["student"]
+    x = crops_batch(cfg, n_images=8, grid=2, allow_random=True).astype(np.float16)
+    engine = Engine(trt, plan)
+    got = engine(image=torch.from_numpy(x).cuda())
+    ref_score, ref_emb = ort.InferenceSession(str(out / "qfm_student_fp16.onnx"),
+                                              providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    diff = float(np.abs(got["score"] - ref_score).max())
+    cos = float(np.min(np.sum(got["embedding"] * ref_emb, 1) /
+                       (np.linalg.norm(got["embedding"], axis=1) * np.linalg.norm(ref_emb, axis=1))))
+    xb = torch.from_numpy(np.concatenate([x] * (128 // len(x)))).cuda()
+    engine(image=xb)
+    t0, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        engine(image=xb)
+    crops_s = reps * len(xb) / (time.perf_counter() - t0)
+    res = {"max_abs_score_diff_vs_ort_fp16": diff, "min_embedding_cosine": cos, "crops_per_s_batch128": crops_s,
+           "ok": diff <= 0.5 and cos >= 0.999}
+    print(f"student FP16 engine: |score - ORT FP16| max {diff:.3f} (<= 0.5), embedding cosine min {cos:.5f}; "
+          f"{crops_s:.0f} crops/s at batch 128 (includes the device-to-host copies)")
+    return res
+
+
+def check_match(trt, out: Path) -> dict:
+    import torch
+
+    from export.bank import save_bank
+    from export.kernels import reference
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(BANK_ROWS, DIM)).astype(np.float32)
+    emb[[40, 41, 9000, 20_010]] = emb[7]           # five identical rows across the bank's splits
+    bank = out / "bank.safetensors"
+    save_bank(bank, emb, rng.uniform(0, 100, BANK_ROWS).astype(np.float32), [f"r{i}" for i in range(BANK_ROWS)], {})
+    plan = out / "qfm_match.plan"
+    _run("export/build_match_engine.py", "--bank", bank, "--engine", plan, "--k", K)
+    engine = Engine(trt, plan)
+    q = rng.normal(size=(67, DIM)).astype(np.float32)
+    q[0] = emb[7]
+    q[1] = np.nan
+    got = engine(query=torch.from_numpy(q).cuda())
+    q16, b16 = q.astype(np.float16), emb.astype(np.float16)
+    ref_d, ref_i = reference.topk(q16[2:], b16, K)
+    d, i = got["neighbor_distances"], got["neighbor_index"]
+    scale = np.abs(ref_d).max() + 1
+    dist_ok = bool(np.abs(d[2:] - ref_d).max() <= 2e-3 * scale)
+    ties_ok = i[0, :5].tolist() == [7, 40, 41, 9000, 20_010]
+    nan_ok = bool(((i[1] >= 0) & (i[1] < BANK_ROWS)).all())
+    index_agreement = float(np.mean(i[2:] == ref_i))
+    res = {"distances_ok": dist_ok, "ties_lower_index_first": ties_ok, "nan_query_real_rows": nan_ok,
+           "index_agreement": index_agreement, "ok": dist_ok and ties_ok and nan_ok and index_agreement >= 0.99,
+           "engine": json.loads(plan.with_name(plan.name + ".json").read_text())}
+    print(f"match engine: distances {'ok' if dist_ok else 'WRONG'}, ties {i[0, :5].tolist()} "
+          f"({'ok' if ties_ok else 'WRONG'}), NaN query rows {'ok' if nan_ok else 'WRONG'}, "
+          f"indices equal to the reference's {index_agreement:.4f}")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("build/gpu_check/tensorrt"))
+    args = ap.parse_args(argv)
+    if dry_run(args, ("torch", "export.bank", "export.kernels.reference", "export.build_match_engine", "export.build_engine")):
+        return 0
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return skip("no TensorRT (pip install tensorrt-cu13, or NGC's TensorRT / Triton container)")
+    import torch
+    if not torch.cuda.is_available():
+        print("tensorrt_check: no CUDA GPU visible", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, ok = {"tensorrt": trt.__version__}, True
+    for name, fn in (("student", check_student), ("match", check_match)):
+        try:   # each half independent: a failed student build still checks the plugins
+            results[name] = fn(trt, args.out)
+        except Exception as e:
+            results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            print(f"{name}: FAILED: {type(e).__name__}: {e}")
+        ok &= results[name]["ok"]
+    write_json(results, args.out / "tensorrt_check.json")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
