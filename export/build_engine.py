@@ -121,7 +121,7 @@ class EngineBuilder:
             t = self.network.get_output(i)
             io.append({"name": t.name, "mode": "output", "shape": list(t.shape), "dtype": t.dtype.name.lower()})
         names = {t["name"] for t in io}
-        expected = {t.name for spec in io_names.student_io(0, 0) for t in spec}
+        expected = {t.name for group in io_names.student_io(size=0, dim=0) for t in group}   # names only
         if names != expected:
             raise BuildError(f"network I/O {sorted(names)} differs from the student's {sorted(expected)}")
         for t in io:

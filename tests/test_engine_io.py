@@ -38,6 +38,17 @@ def _network_io(network) -> dict:
     return {t.name: (io_names.TRT_DTYPES[t.dtype.name], list(t.shape)) for t in tensors}
 
 
+def _aot_build(builder, network):
+    """TensorRT-RTX's ahead-of-time build for sm_89 of a match network (no GPU needed)."""
+    config = builder.create_builder_config()
+    config.num_compute_capabilities = 1
+    config.set_compute_capability(trt_rtx.ComputeCapability.SM89, 0)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(io_names.MATCH_QUERY, (1, DIM), (8, DIM), (64, DIM))
+    config.add_optimization_profile(profile)
+    return builder.build_serialized_network(network, config)
+
+
 def _spec(inputs, outputs) -> dict:
     return {t.name: (t.dtype, list(t.shape)) for t in inputs + outputs}
 
@@ -78,13 +89,7 @@ def test_match_engine_config_lists_exactly_the_engine_network_io(tmp_path):
     assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 0
     assert _config_io(cfg) == engine_io
     # and the layers around the plugins compile (ahead of time, no GPU)
-    config = builder.create_builder_config()
-    config.num_compute_capabilities = 1
-    config.set_compute_capability(trt.ComputeCapability.SM89, 0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(io_names.MATCH_QUERY, (1, DIM), (8, DIM), (64, DIM))
-    config.add_optimization_profile(profile)
-    assert builder.build_serialized_network(network, config) is not None
+    assert _aot_build(builder, network) is not None
     del keep
 
 
@@ -108,10 +113,4 @@ def test_onnx_match_model_parses_builds_and_matches_its_config(tmp_path):
     for target in ("gpu-ngc", "cpu-ngc"):
         cfg = _config(match_config(target, DIM, K))
         assert cfg.platform == "onnxruntime_onnx" and _config_io(cfg) == onnx_io
-    config = builder.create_builder_config()
-    config.num_compute_capabilities = 1
-    config.set_compute_capability(trt.ComputeCapability.SM89, 0)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(io_names.MATCH_QUERY, (1, DIM), (8, DIM), (64, DIM))
-    config.add_optimization_profile(profile)
-    assert builder.build_serialized_network(network, config) is not None
+    assert _aot_build(builder, network) is not None

@@ -92,3 +92,68 @@ def test_split_counts_do_not_change_the_answer(knn):
     for d, i in results[1:]:
         torch.testing.assert_close(d, results[0][0])
         assert torch.equal(i, results[0][1])
+
+
+@pytest.mark.parametrize("metric", ["sq_l2", "cosine"])
+@pytest.mark.parametrize("tactic", sorted(TILES))
+def test_feature_width_not_a_multiple_of_8_is_padded(knn, metric, tactic):
+    q, b = _data(11 + tactic, 19, 2049, 100)   # D = 100: the launcher zero-pads to 104
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), 9, metric, tactic=tactic, out=_poisoned(19, 9))
+    _check_topk(q, b, 9, metric, got_d, got_i)
+
+
+@pytest.mark.parametrize("tactic", sorted(TILES))
+def test_zero_norm_rows_under_cosine(knn, tactic):
+    """A zero row has cosine distance exactly 1 to everything (the norm floor), like the reference."""
+    q, b = _data(21, 7, 777, 384)
+    q[2] = 0
+    b[[0, 100, 776]] = 0
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), 16, "cosine", tactic=tactic, out=_poisoned(7, 16))
+    _check_topk(q, b, 16, "cosine", got_d, got_i)
+    full = knn.pairwise(torch.from_numpy(q), torch.from_numpy(b), "cosine", tactic=tactic).cpu().numpy()
+    np.testing.assert_allclose(full[2], 1.0, atol=1e-6)
+    np.testing.assert_allclose(full[:, [0, 100, 776]], 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["sq_l2", "cosine"])
+def test_non_finite_queries_return_real_rows_ranked_last(knn, metric):
+    q, b = _data(31, 4, 3000, 384)
+    q[1] = np.nan
+    q[3, 5] = np.inf
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), 8, metric, splits=5, out=_poisoned(4, 8))
+    d, i = got_d.cpu().numpy(), got_i.cpu().numpy()
+    assert ((i >= 0) & (i < 3000)).all()
+    assert (d[1] == np.finfo(np.float32).max).all() and i[1].tolist() == list(range(8))
+    _check_topk(q[[0, 2]], b, 8, metric, got_d[[0, 2]], got_i[[0, 2]])
+
+
+def test_launches_leave_the_callers_context_current(knn):
+    """Loads and launches push the device's primary context and pop it again."""
+    from cuda.bindings import driver
+    before = driver.cuCtxGetCurrent()[1]
+    q, b = _data(41, 33, 5000, 384)
+    got_d, got_i = knn.topk(torch.from_numpy(q), torch.from_numpy(b), 5, "cosine", out=_poisoned(33, 5))
+    torch.cuda.synchronize()
+    assert int(driver.cuCtxGetCurrent()[1]) == int(before)
+    _check_topk(q, b, 5, "cosine", got_d, got_i)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_a_launcher_on_the_second_gpu(knn):
+    second = PairwiseTopK(1)
+    q, b = _data(51, 16, 4000, 384)
+    with torch.cuda.device(0):
+        got_d, got_i = second.topk(torch.from_numpy(q), torch.from_numpy(b), 7)
+    assert got_d.device == torch.device("cuda", 1)
+    _check_topk(q, b, 7, "sq_l2", got_d, got_i)
+    with pytest.raises(ValueError, match="launcher runs on"):
+        second.pairwise(torch.from_numpy(q), torch.from_numpy(b), out=torch.empty(16, 4000, device="cuda:0"))
+
+
+def test_match_engine_with_our_plugins(tmp_path):
+    """The AOT plugin path end to end where datacenter TensorRT is installed."""
+    pytest.importorskip("tensorrt")
+    import tensorrt as trt
+
+    from benchmarks.tensorrt_check import check_match
+    assert check_match(trt, tmp_path)["ok"]
