@@ -154,3 +154,18 @@ def test_committed_configs_are_what_the_generator_writes(tmp_path, repo, exporte
     for model in ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match", "qfm_iqm"):
         committed = (REPO / "triton_repo" / model / "config.pbtxt").read_text()
         assert committed == (tmp_path / "fresh" / model / "config.pbtxt").read_text(), model
+
+
+def test_golden_scores_at_every_stage(server, exported):
+    """CI's guard of the bundled model: ten fixture images scored by PyTorch, ONNX Runtime FP32 and
+    FP16, and the served ensemble, against tests/golden_scores.csv (tests/golden.py writes it)."""
+    import golden
+    expected = golden.read()
+    assert list(expected) == golden.ITEMS
+    got = golden.offline_scores(exported)
+    got["served"] = golden.served_scores(server.grpc_url)
+    for stage in golden.STAGES:
+        want = np.array([expected[i][stage] for i in golden.ITEMS])
+        worst = float(np.abs(got[stage] - want).max())
+        assert worst <= golden.TOLERANCE[stage], f"{stage}: scores moved by up to {worst:.4f} (tolerance " \
+            f"{golden.TOLERANCE[stage]}); if the model was changed on purpose, rerun `python tests/golden.py`"
