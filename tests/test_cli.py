@@ -72,7 +72,7 @@ def test_compare_models_on_a_generic_csv(tmp_path, livec_dev):
 SYNTHETIC_FLOOR, WITHIN_REFERENCE_FLOOR = 0.65, 0.75
 
 
-@pytest.mark.slow
+@pytest.mark.heldout
 def test_bundled_model_on_held_out_synthetic_photographs(tmp_path):
     """Recomputed from scratch: regenerate the held-out synthetic photographs (deterministic;
     identical to a full build's test split) and evaluate the bundle on them, one centre crop per
