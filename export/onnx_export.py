@@ -69,6 +69,15 @@ def backbone_stages(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
     return [(k, stages[k]) for k in order]
 
 
+def stage_count(model) -> int:
+    """How many stages backbone_stages() will find in the export of this PyTorch student (stem
+    + each of timm's EfficientNet blocks; 0 for other backbones), known before exporting."""
+    backbone = model.backbone
+    if not hasattr(backbone, "blocks") or not hasattr(backbone, "conv_stem"):
+        return 0
+    return 1 + len(backbone.blocks)
+
+
 def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = ()) -> None:
     """FP16 weights and compute with onnxconverter-common; FP16 input, FP32 outputs.
 

@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    n_stages = onnx_export.stage_count(model)
+    if args.fp32_stages != "auto" and int(args.fp32_stages) > n_stages:   # before minutes of export
+        print(f"error: --fp32-stages {args.fp32_stages}: the backbone has {n_stages} stages", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     fp32, fp16 = args.out / "qfm_student_fp32.onnx", args.out / "qfm_student_fp16.onnx"
     onnx_export.export_fp32(model, fp32, args.opset)
@@ -62,10 +66,9 @@ def main(argv=None) -> int:
     if not args.no_slim:
         report["slim_fp32"] = onnx_export.slim(fp32)
     stages = onnx_export.backbone_stages(onnx.load(str(fp32)))
+    if len(stages) != n_stages:
+        raise RuntimeError(f"export named {len(stages)} backbone stages, the model has {n_stages}")
     counts = range(len(stages) + 1) if args.fp32_stages == "auto" else [int(args.fp32_stages)]
-    if counts[-1] > len(stages):
-        print(f"error: --fp32-stages {counts[-1]}: the backbone has {len(stages)} stages", file=sys.stderr)
-        return 2
 
     x = parity.parity_crops(model, args.parity_images)
     ref = parity.run_torch(model, x)
