@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.registry import LIVEC_DEV_ROOT
+
 VARIANTS = {
     "no_dynamic_batching": "",
     "dynamic_q1ms": "dynamic_batching { preferred_batch_size: [ 36, 72 ] max_queue_delay_microseconds: 1000 }\n",
@@ -69,7 +71,7 @@ def run_load(url: str, blob: bytes, concurrency: int, seconds: float) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--repo", type=Path, default=Path("triton_repo"))
-    ap.add_argument("--image", type=Path, default=Path("../shared/data/livec_dev/images/1001.JPG"))
+    ap.add_argument("--image", type=Path, default=LIVEC_DEV_ROOT / "images" / "1001.JPG")
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--out", type=Path, default=Path("build/batching_bench.json"))

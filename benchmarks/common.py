@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from training.data.registry import LIVEC_DEV_ROOT
+
 REPO = Path(__file__).resolve().parents[1]
-LIVEC_IMAGES = REPO.parent / "shared" / "data" / "livec_dev" / "images"
+LIVEC_IMAGES = LIVEC_DEV_ROOT / "images"
 
 
 def sample_images(n: int) -> list[Path]:

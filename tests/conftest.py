@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from training.data.registry import LIVEC_DEV_ROOT as LIVEC_DEV  # where ../shared is named, once
+
 REPO = Path(__file__).resolve().parents[1]
-LIVEC_DEV = REPO.parent / "shared" / "data" / "livec_dev"
 BUNDLE = REPO / "models" / "qfm_iqm"
 
 

@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CSV = Path(__file__).with_name("golden_scores.csv")
 BUNDLE = REPO / "models" / "qfm_iqm"
-LIVEC_DEV = REPO.parent / "shared" / "data" / "livec_dev"
 GRID = 3
 STAGES = ("torch_fp32", "onnx_fp32", "onnx_fp16", "served")
 # Per-stage tolerance on the 0..100 scale: FP32 arithmetic differs across CPUs' vector units only in
@@ -37,10 +36,11 @@ ITEMS = ["livec:images/100.png", "livec:images/103.png", "livec:images/104.png",
 
 def load(item: str) -> np.ndarray:
     """The fixture image (H, W, 3) uint8."""
+    from training.data.registry import LIVEC_DEV_ROOT
     from training.transforms import load_rgb
     kind, *spec = item.split(":")
     if kind == "livec":
-        return load_rgb(LIVEC_DEV / spec[0])
+        return load_rgb(LIVEC_DEV_ROOT / spec[0])
     import skimage.data
     from training.data.synthetic.distortions import apply
     photo, distortion, level = spec[0], spec[1], int(spec[2])
