@@ -214,7 +214,7 @@ def test_mixture_sampler_draws_grouped_sources_in_runs_of_one_photograph():
 
 
 def test_load_sources_checks_entries(tmp_path, livec_dev):
-    from training.train import load_sources
+    from training.sources import load_sources
 
     rows = (livec_dev / "mos.csv").read_text().splitlines()
     csv = tmp_path / "few.csv"
@@ -279,7 +279,7 @@ def test_every_committed_config_is_valid():
 
     from training.config import DEFAULTS, _merge, load_config
     from training.datasets import LABEL_KINDS
-    from training.train import SOURCE_KEYS
+    from training.sources import SOURCE_KEYS
 
     paths = sorted((Path(__file__).resolve().parents[1] / "training" / "configs").rglob("*.yaml"))
     assert len(paths) >= 10

@@ -45,7 +45,12 @@ def _merge(base: dict, over: dict, path: str = "") -> dict:
 
 
 def load_config(path: str | Path) -> dict:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    return config_from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def config_from_dict(raw: dict) -> dict:
+    """A config dict (a YAML's contents, or a section of a distillation spec) merged over the
+    defaults and validated."""
     cfg = _merge(DEFAULTS, raw)
     if isinstance(raw.get("student"), dict):
         cfg["student"] = raw["student"]

@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from training.checkpoint import load_student
-from training.config import DEFAULTS, _merge
+from training.config import config_from_dict
 from training.data.meta import MetaInfo, Sample, ScoreScale, write_meta_csv
 from training.data.readers import read_generic_csv
 from training.data.registry import load_dataset
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
                     help="no splits: teacher and student on ALL of --dataset, for packaging (OUT/all/student)")
     args = ap.parse_args(argv)
     spec = yaml.safe_load(args.config.read_text())
-    teacher_cfg, student_cfg, pool_cfg = _merge(DEFAULTS, spec["teacher"]), _merge(DEFAULTS, spec["student"]), spec["pool"]
+    teacher_cfg, student_cfg, pool_cfg = config_from_dict(spec["teacher"]), config_from_dict(spec["student"]), spec["pool"]
     teacher_cfg["student"], student_cfg["student"] = spec["teacher"]["student"], spec["student"]["student"]
     meta = load_dataset(args.dataset, args.root)
     pool_all = load_dataset(pool_cfg["dataset"], pool_cfg.get("root"), pool_cfg.get("split"))

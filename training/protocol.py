@@ -19,7 +19,7 @@ from pathlib import Path
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.data.splits import run_protocol
-from training.train import load_sources, train_source
+from training.sources import load_sources, train_source
 from training.trainer import fit
 
 
