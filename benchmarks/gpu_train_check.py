@@ -27,7 +27,8 @@ def run(backend: str, steps: int, batch: int, seed: int, device):
 
     from training.config import DEFAULTS
     from training.qfm.memory import MemoryBank
-    from training.trainer import build_student, qfm_step
+    from training.qfm.step import qfm_step
+    from training.trainer import build_student
 
     cfg = copy.deepcopy(DEFAULTS)
     cfg["student"] = {"name": "qfm_lite0", "pretrained": "none"}
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("build/gpu_check/train_check.json"))
     args = ap.parse_args(argv)
-    if dry_run(args, ("torch", "training.trainer", "training.qfm.matching")):
+    if dry_run(args, ("torch", "training.trainer", "training.qfm.step", "training.qfm.matching")):
         return 0
     import torch
     try:

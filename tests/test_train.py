@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training import trainer
+from training import run_folder, trainer
+from training.qfm.step import qfm_step
 from training.config import load_config
 from training.data.registry import load_dataset
 
@@ -73,9 +74,9 @@ def test_training_moves_weights_and_uses_qfm(tmp_path, tiny_livec):
     from training.qfm.memory import MemoryBank
 
     mem = MemoryBank(8, 384)
-    _, logs = trainer.qfm_step(model0, x, y, mem, cfg)
+    _, logs = qfm_step(model0, x, y, mem, cfg)
     assert "pert" not in logs and mem.size == 4  # memory too small yet: no perturbation
-    loss, logs = trainer.qfm_step(model0, x, y, mem, cfg)
+    loss, logs = qfm_step(model0, x, y, mem, cfg)
     assert logs["matched"] > 0 and "pert" in logs and "cons" in logs
     loss.backward()
     assert model0.gate.fc1.weight.grad is not None and model0.gate.fc1.weight.grad.abs().sum() > 0
@@ -119,13 +120,13 @@ def test_dither_consistency_term_is_the_score_gap_of_a_dithered_copy():
     x, y = torch.randn(2, 3, 64, 64), torch.tensor([30.0, 70.0])
     cfg = copy.deepcopy(DEFAULTS)
     cfg["qfm"]["enabled"] = False
-    base, _ = trainer.qfm_step(model, x, y, None, cfg)
+    base, _ = qfm_step(model, x, y, None, cfg)
     cfg["loss"]["w_dither"] = 2.0
-    loss, logs = trainer.qfm_step(model, x, y, None, cfg)
+    loss, logs = qfm_step(model, x, y, None, cfg)
     assert logs["dither"] > 0
     assert loss.item() == pytest.approx(base.item() + 2.0 * logs["dither"], rel=1e-5)
     cfg["loss"].update(w_clean=0.0, w_plcc=0.0)  # the dither term alone: its gradient must reach the head
-    only, logs = trainer.qfm_step(model, x, y, None, cfg)
+    only, logs = qfm_step(model, x, y, None, cfg)
     assert only.item() == pytest.approx(2.0 * logs["dither"], rel=1e-5)
     only.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.score_head.parameters())
@@ -178,13 +179,13 @@ def test_qfm_step_with_within_reference_groups():
     changes when an absolute label moves; without groups it is the plain loss."""
     model, x, y, group, cfg = _mixed_label_batch()
     cfg["qfm"]["enabled"] = False
-    base, _ = trainer.qfm_step(model, x, y, None, cfg, group=group)
-    offset, _ = trainer.qfm_step(model, x, y + torch.tensor([0, 0, 17.0, 17.0, -9.0, -9.0]), None, cfg, group=group)
+    base, _ = qfm_step(model, x, y, None, cfg, group=group)
+    offset, _ = qfm_step(model, x, y + torch.tensor([0, 0, 17.0, 17.0, -9.0, -9.0]), None, cfg, group=group)
     assert offset.item() == pytest.approx(base.item(), rel=1e-5)
-    moved, _ = trainer.qfm_step(model, x, y + torch.tensor([10.0, 0, 0, 0, 0, 0]), None, cfg, group=group)
+    moved, _ = qfm_step(model, x, y + torch.tensor([10.0, 0, 0, 0, 0, 0]), None, cfg, group=group)
     assert moved.item() != pytest.approx(base.item(), rel=1e-3)
-    plain, _ = trainer.qfm_step(model, x, y, None, cfg)
-    ungrouped, _ = trainer.qfm_step(model, x, y, None, cfg, group=torch.full((6,), -1))
+    plain, _ = qfm_step(model, x, y, None, cfg)
+    ungrouped, _ = qfm_step(model, x, y, None, cfg, group=torch.full((6,), -1))
     assert plain.item() == ungrouped.item()
 
 
@@ -300,9 +301,9 @@ def test_bank_items_keeps_within_reference_items_out_of_the_memory(bank_items, m
     model, x, y, group, cfg = _mixed_label_batch()
     cfg["qfm"].update(bank_items=bank_items, min_memory=1, tau=1e9)   # any bank entry is a candidate
     mem = MemoryBank(16, 384)
-    _, logs = trainer.qfm_step(model, x, y, mem, cfg, group=group)
+    _, logs = qfm_step(model, x, y, mem, cfg, group=group)
     assert mem.size == stored and "pert" not in logs
-    _, logs = trainer.qfm_step(model, x, y, mem, cfg, group=group)
+    _, logs = qfm_step(model, x, y, mem, cfg, group=group)
     assert logs["matched"] == pytest.approx(matched) and mem.size == 2 * stored
 
 
@@ -318,15 +319,15 @@ def test_identity_ignores_options_added_since_at_their_defaults(tmp_path):
     old = copy.deepcopy(identity)
     del old["config"]["qfm"]["bank_items"]          # written by code that did not know the option
     (tmp_path / "identity.json").write_text(json.dumps(old))
-    trainer._check_identity(tmp_path, identity)       # same recipe: no error
+    run_folder.check_identity(tmp_path, identity)       # same recipe: no error
     changed = copy.deepcopy(identity)
     changed["config"]["qfm"]["bank_items"] = "absolute"
     with pytest.raises(ValueError, match="different config"):
-        trainer._check_identity(tmp_path, changed)
+        run_folder.check_identity(tmp_path, changed)
     other = copy.deepcopy(identity)
     other["config"]["qfm"]["tau"] = 5.0             # an option the folder knew: compared as ever
     with pytest.raises(ValueError, match="different config"):
-        trainer._check_identity(tmp_path, other)
+        run_folder.check_identity(tmp_path, other)
 
 
 def test_config_rejects_an_unknown_bank_items_value(tmp_path):

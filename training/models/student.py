@@ -11,7 +11,6 @@ inference nothing is added, and `forward` returns (score, embedding).
 """
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
