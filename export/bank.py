@@ -7,12 +7,13 @@ sha256 and the crop grid, so a server can refuse a bank built by another student
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
+
+from training.files import atomic_path
 
 
 def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], info: dict) -> None:
@@ -21,9 +22,8 @@ def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: lis
     tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32),
                "scores": np.ascontiguousarray(scores, np.float32), "ids": np.arange(len(names), dtype=np.int64)}
     meta = {"names": json.dumps(names), **{k: str(v) for k, v in info.items()}}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def load_bank(path: Path) -> dict:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from export.bank import save_bank
-from export.files import sha256_file
 from training.checkpoint import load_student_and_dataset
+from training.files import sha256_file
 from training.inference import predict_meta
 
 

@@ -23,13 +23,12 @@ import argparse
 import hashlib
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from export import io_names
-from export.files import sha256_file
+from training.files import sha256_file, write_bytes, write_json
 
 BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL_HINT = {
@@ -152,18 +151,10 @@ class EngineBuilder:
             raise BuildError("TensorRT returned no engine (see its log above); try a larger --workspace-gb or "
                              "a smaller --max-batch")
         data = bytes(plan)
-        engine_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = engine_path.with_name(engine_path.name + ".partial")
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, engine_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes(engine_path, data)
         if timing_cache is not None and self.backend == "tensorrt":
             cache = self.config.get_timing_cache()
-            tc_tmp = timing_cache.with_name(timing_cache.name + ".partial")
-            tc_tmp.write_bytes(bytes(cache.serialize()))
-            os.replace(tc_tmp, timing_cache)
+            write_bytes(timing_cache, bytes(cache.serialize()))
         print(f"  built {engine_path} ({len(data) / 2**20:.1f} MB) in {time.time() - t0:.1f} s")
         return data
 
@@ -250,9 +241,7 @@ def build(args) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     meta_path = args.engine.with_name(args.engine.name + ".json")
-    tmp = meta_path.with_name(meta_path.name + ".partial")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, meta_path)
+    write_json(meta_path, meta)
     return meta
 
 

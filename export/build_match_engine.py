@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,9 +33,15 @@ import numpy as np
 from export import io_names, match_onnx
 from export.bank import load_bank
 from export.build_engine import BuildError, cuda_device, load_backend
-from export.files import sha256_file
-from export.kernels.compile import K_MAX, KernelBuildError, compile_ptx, driver_cuda_version, ptx_compatibility
+from export.kernels.compile import (
+    K_MAX,
+    KernelBuildError,
+    compile_ptx,
+    driver_cuda_version,
+    ptx_compatibility,
+)
 from export.kernels.launch import split_bank
+from training.files import sha256_file, write_bytes, write_json
 
 SCHEDULE_SMS = 132   # the partial kernel's split count is fixed at build time, for an H100-sized GPU
 
@@ -120,16 +125,13 @@ def build(bank_path: Path, engine_path: Path, k: int, metric: str, batches: tupl
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BuildError("TensorRT could not build the match engine (messages above)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = engine_path.with_name(engine_path.name + ".partial")
-    tmp.write_bytes(bytes(plan))
-    os.replace(tmp, engine_path)
+    write_bytes(engine_path, bytes(plan))
     info = {"tensorrt": trt.__version__, "gpu": gpu, "bank": str(bank_path), "bank_sha256": sha256_file(bank_path),
             "bank_rows": m, "dim": dim, "k": k, "metric": metric, "splits": splits, "batches": list(batches),
             "plugins": [match_plugin.PARTIAL_ID, match_plugin.MERGE_ID], "ptx_arch": match_plugin.ptx_arch(),
             # A serving host's driver must load this PTX ISA too (ptx_needs_driver_cuda).
             **ptx, "build_seconds": round(time.time() - t0, 2), "plan_sha256": sha256_file(engine_path)}
-    engine_path.with_name(engine_path.name + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(engine_path.with_name(engine_path.name + ".json"), info)
     return info
 
 

@@ -71,7 +71,7 @@ def make_samples() -> list[dict]:
     """Deterministic sample images from the synthetic benchmark's held-out photographs."""
     from PIL import Image
 
-    from training.data.build_synthetic import square_views, split_photos
+    from training.data.build_synthetic import split_photos, square_views
     from training.data.synthetic.distortions import apply
     from training.data.synthetic.labels import full_reference_metrics, metrics_to_label
     from training.data.synthetic.photos import PHOTOS, load_photo

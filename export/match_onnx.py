@@ -11,7 +11,6 @@ index first; ties are rare in practice.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import io_names
+from training.files import atomic_path
 
 QUERY, BANK = io_names.MATCH_QUERY, io_names.MATCH_BANK
 DISTANCES, INDEX = io_names.NEIGHBOR_DISTANCES, io_names.NEIGHBOR_INDEX
@@ -81,6 +81,5 @@ def build_match_model(dim: int, k: int, metric: str = "sq_l2", bank: np.ndarray 
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))

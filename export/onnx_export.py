@@ -9,7 +9,6 @@ them.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import onnx
 import torch
 
 from export import io_names
+from training.files import atomic_path
 from training.models.student import QFMStudent
 
 DEFAULT_OPSET = 17
@@ -38,15 +38,13 @@ def export_fp32(model: QFMStudent, path: Path, opset: int = DEFAULT_OPSET, examp
     model = model.eval().float().to(memory_format=torch.contiguous_format)
     size = model.cfg.input_size
     example = torch.zeros(example_batch, 3, size, size)
-    tmp = path.with_name(path.name + ".tmp")
-    with torch.no_grad():
+    with torch.no_grad(), atomic_path(path) as tmp:
         torch.onnx.export(
             _ExportWrapper(model), (example,), str(tmp), dynamo=False, opset_version=opset,
             input_names=[io_names.INPUT], output_names=[io_names.SCORE, io_names.EMBEDDING],
             dynamic_axes={io_names.INPUT: {0: io_names.BATCH_AXIS}, io_names.SCORE: {0: io_names.BATCH_AXIS},
                           io_names.EMBEDDING: {0: io_names.BATCH_AXIS}},
             do_constant_folding=True)
-    os.replace(tmp, path)
 
 
 # Backbone stages in input order, as torch.onnx names the nodes of a timm EfficientNet: the stem
@@ -86,9 +84,9 @@ def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = ()) -> None:
     early activations is exactly that kind of signal; keeping the first stages in FP32 is the
     cheapest place to buy parity back (the export measures it; see export/to_onnx.py).
     """
-    from onnxconverter_common import float16
-
     import warnings
+
+    from onnxconverter_common import float16
 
     model = onnx.load(str(src))
     if keep_fp32:
@@ -111,9 +109,8 @@ def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = ()) -> None:
         graph.node.append(onnx.helper.make_node("Cast", [inner], [out.name], to=onnx.TensorProto.FLOAT,
                                                 name=f"cast_{out.name}_to_fp32"))
         out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(fp16, str(tmp))
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        onnx.save(fp16, str(tmp))
 
 
 def _unshare_initializers(model: onnx.ModelProto, fp32_nodes: set[str]) -> None:
@@ -168,9 +165,8 @@ def with_uint8_input(src: Path, dst: Path, mean, std) -> None:
     del graph.node[:]
     graph.node.extend(nodes)
     inp.type.tensor_type.elem_type = TensorProto.UINT8
-    tmp = dst.with_name(dst.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def slim(path: Path) -> dict:
@@ -182,9 +178,8 @@ def slim(path: Path) -> dict:
     slimmed = onnxslim.slim(before)
     n_before, n_after = len(before.graph.node), len(slimmed.graph.node)
     if n_after < n_before:
-        tmp = path.with_name(path.name + ".tmp")
-        onnx.save(slimmed, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            onnx.save(slimmed, str(tmp))
     return {"nodes_before": n_before, "nodes_after": min(n_before, n_after), "applied": n_after < n_before}
 
 

@@ -16,7 +16,7 @@ from training.transforms import grid_crops, normalize
 def parity_images(n_images: int = 24, seed: int = 0) -> list[tuple[np.ndarray, str, int]]:
     """(image, distortion, level) for held-out synthetic-benchmark photographs, generated here
     (held-out photographs x random distortion levels; deterministic by seed)."""
-    from training.data.build_synthetic import square_views, split_photos
+    from training.data.build_synthetic import split_photos, square_views
     from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
     from training.data.synthetic.photos import PHOTOS, load_photo
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import onnx
 
 from export import onnx_export, parity
-from export.files import sha256_file
 from training.checkpoint import load_student
+from training.files import sha256_file, write_json
 
 # Acceptance limits on the 0..100 score scale (issue #4).
 FP32_MAX_DIFF, FP16_MAX_DIFF, FP16_MIN_SRCC = 1e-3, 0.5, 0.999
@@ -85,9 +84,7 @@ def main(argv=None) -> int:
         report[name] = {**onnx_export.check(path), "sha256": sha256_file(path), "path": str(path)}
     ok = report["parity_fp32"]["max_abs_score_diff"] <= FP32_MAX_DIFF and _fp16_ok(report["parity_fp16"])
     report["parity_ok"] = ok
-    tmp = args.out / "onnx_report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, args.out / "onnx_report.json")
+    write_json(args.out / "onnx_report.json", report)
     print(json.dumps({k: report[k] for k in ("parity_fp32", "parity_fp16", "fp16_precision", "parity_ok")}, indent=2))
     print(f"wrote {fp32} ({report['fp32']['bytes'] / 2**20:.1f} MB), {fp16} ({report['fp16']['bytes'] / 2**20:.1f} MB)")
     if not ok:

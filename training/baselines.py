@@ -16,8 +16,6 @@ Each prints per-split metrics and the median, as training/protocol.py does.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +25,7 @@ from tqdm import tqdm
 
 from training.data.registry import load_dataset
 from training.data.splits import protocol_split
+from training.files import write_json
 from training.metrics import iqa_metrics
 from training.transforms import load_rgb
 
@@ -86,8 +85,8 @@ def main(argv=None) -> int:
     feats: dict[str, list] = {m: [] for m in methods}
     backbone = None
     if "lite0_ridge" in methods:
-        from training.models.student import QFMStudent
         from training.models.registry import student_config
+        from training.models.student import QFMStudent
         backbone = QFMStudent(student_config("qfm_lite0")).backbone.eval()
     for s in tqdm(meta.samples, desc="features", unit="img"):
         rgb = load_rgb(s.path)
@@ -108,10 +107,7 @@ def main(argv=None) -> int:
         report["methods"][m] = {"runs": runs, "median": med}
         per_seed = ", ".join(f"{r['srcc']:.3f}" for r in runs)
         print(f"{m}: median SRCC {med['srcc']:.3f} PLCC {med['plcc']:.3f} (seeds {per_seed})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_json(args.out, report)
     return 0
 
 

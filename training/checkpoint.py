@@ -7,12 +7,12 @@ a separate folder: `optimizer.safetensors` + `trainer.json`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.files import atomic_path, write_json
 from training.models.registry import StudentConfig
 from training.models.student import QFMStudent
 
@@ -20,15 +20,12 @@ FORMAT = "qfm-iqm-student/1"
 
 
 def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_json(path, obj)
 
 
 def _atomic_safetensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def save_student(model: QFMStudent, out_dir: str | Path, dtype: torch.dtype = torch.float32, extra: dict | None = None) -> None:

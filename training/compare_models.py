@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 
 from training.checkpoint import load_student
 from training.data.registry import load_dataset
+from training.files import atomic_path
 from training.inference import predict_meta
 from training.metrics import iqa_report, paired_difference
 
@@ -79,10 +79,9 @@ def plot_predictions(preds: dict, target: np.ndarray, result: dict, path: Path) 
     fig.suptitle(f"{result['dataset']}: SRCC A - B = {d['difference']:+.4f}, "
                  f"{d['confidence']:.0%} interval [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from tqdm import tqdm
 from training.data.meta import MetaInfo
 from training.transforms import load_rgb, normalize, random_crop
 
-
 LABEL_KINDS = ("absolute", "within_reference")
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import statistics
@@ -37,6 +36,7 @@ from training.data.meta import MetaInfo, Sample, ScoreScale, write_meta_csv
 from training.data.readers import read_generic_csv
 from training.data.registry import load_dataset
 from training.data.splits import protocol_split
+from training.files import write_json
 from training.inference import predict_images
 from training.trainer import fit
 from training.transforms import load_rgb
@@ -123,10 +123,7 @@ def main(argv=None) -> int:
     report = {"runs": runs, "config": str(args.config), "dataset": args.dataset,
               "median": {role: {k: statistics.median(r[role][k] for r in runs) for k in KEYS}
                          for role in ("teacher", "student")}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / "distill.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, args.out / "distill.json")
+    write_json(args.out / "distill.json", report)
     print(json.dumps(report["median"], indent=2))
     return 0
 

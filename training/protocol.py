@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.data.splits import run_protocol
+from training.files import write_json
 from training.sources import load_sources, train_source
 from training.trainer import fit
 
@@ -50,10 +50,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.repeats))
     result = run_protocol(meta, seeds, train_and_test)
     result.update(dataset=args.dataset, n_images=len(meta), config=str(args.config))
-    args.out.mkdir(parents=True, exist_ok=True)
-    tmp = args.out / "protocol.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, args.out / "protocol.json")
+    write_json(args.out / "protocol.json", result)
     print(json.dumps(result, indent=2))
     return 0
 

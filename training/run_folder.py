@@ -3,11 +3,11 @@ another recipe or data. The loop that fills the folder is training/trainer.py.""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from training.config import DEFAULTS
 from training.data.meta import MetaInfo
+from training.files import write_json
 
 
 def run_identity(cfg: dict, sources, val_meta: MetaInfo | None) -> dict:
@@ -51,6 +51,4 @@ def check_identity(out: Path, identity: dict) -> None:
             raise ValueError(f"{out} was made with a different {' and '.join(diff)} (see {path}); delete the "
                              "folder (or pass --fresh to train.py) to start this run over")
         return
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(identity, indent=2))
-    os.replace(tmp, path)
+    write_json(path, identity)

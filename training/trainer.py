@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +21,21 @@ from torch.utils.data import ConcatDataset, DataLoader
 from tqdm import tqdm
 
 from training import distributed
-from training.checkpoint import load_student, load_training_state, save_student, save_training_state
+from training.checkpoint import (
+    load_student,
+    load_training_state,
+    save_student,
+    save_training_state,
+)
 from training.data.meta import MetaInfo
-from training.datasets import ImageCache, MixtureSampler, RandomCropDataset, as_train_source, reference_codes
+from training.datasets import (
+    ImageCache,
+    MixtureSampler,
+    RandomCropDataset,
+    as_train_source,
+    reference_codes,
+)
+from training.files import atomic_path, write_json
 from training.inference import predict_images
 from training.metrics import iqa_metrics
 from training.models.registry import student_config
@@ -77,10 +88,9 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax[1].set_xlabel("epoch"), ax[1].grid(alpha=0.3), ax[1].legend()
     fig.suptitle(path.parent.name)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _group_ids(sources) -> list[np.ndarray | None]:
@@ -184,7 +194,5 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
     metrics = {"final_epoch": state["epoch"], "val": final.get("val"), "history": state["history"],
                "val_dataset": None if val_meta is None else {"name": val_meta.name, "n": len(val_meta), **val_meta.extra}}
     if ctx.main:
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, out / "metrics.json")
+        write_json(out / "metrics.json", metrics)
     return metrics

@@ -19,8 +19,15 @@ import math
 
 import numpy as np
 
-from export.kernels.compile import (K_MAX, METRICS, TILES, KernelBuildError, compile_ptx, driver_cuda_version,
-                                    ptx_compatibility)
+from export.kernels.compile import (
+    K_MAX,
+    METRICS,
+    TILES,
+    KernelBuildError,
+    compile_ptx,
+    driver_cuda_version,
+    ptx_compatibility,
+)
 
 THREADS = 256
 WARPS = THREADS // 32

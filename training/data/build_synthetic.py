@@ -29,8 +29,13 @@ from tqdm import tqdm
 
 from training.data.registry import SYNTHETIC_ROOT
 from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
-from training.data.synthetic.labels import METRIC_MAPS, full_reference_metrics, metrics_to_label
+from training.data.synthetic.labels import (
+    METRIC_MAPS,
+    full_reference_metrics,
+    metrics_to_label,
+)
 from training.data.synthetic.photos import PHOTOS, load_photo
+from training.files import write_json
 
 # Further "zoomed" views of photos large enough for them (no upsampling): more content variety
 # from the same photographs, at the scales real photos are judged at.
@@ -105,8 +110,7 @@ def _partial_folder(tmp: Path, key: dict) -> dict[int, list[dict]]:
 
 def _record_photo(tmp: Path, pi: int, rows: list[dict]) -> list[dict]:
     path = tmp / "rows" / f"{pi}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(rows))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_json(path, rows, indent=None)
     return rows
 
 

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from training.files import atomic_path
+
 META_COLUMNS = ("image", "mos", "mos_std", "ref_id")
 
 
@@ -61,11 +63,9 @@ def write_meta_csv(meta: MetaInfo, csv_path: str | os.PathLike) -> None:
     """Write the generic CSV form with image paths relative to the CSV's folder (atomic)."""
     csv_path = Path(csv_path)
     root = csv_path.parent.resolve()
-    tmp = csv_path.with_suffix(csv_path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(META_COLUMNS)
         for s in meta.samples:
             rel = os.path.relpath(Path(s.path).resolve(), root)
             w.writerow([rel, f"{s.mos:.6f}", "" if s.mos_std is None else f"{s.mos_std:.6f}", s.ref_id])
-    os.replace(tmp, csv_path)

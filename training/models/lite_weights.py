@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from training.files import atomic_path
+
 CACHE_DIR = Path(os.environ.get("QFM_WEIGHTS_CACHE", Path(__file__).resolve().parents[2] / "data_cache" / "weights"))
 
 
@@ -58,8 +60,6 @@ def lite_imagenet_weights(variant: str) -> dict:
         reference = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=1000)
         source = torch.load(_package_pth(variant), map_location="cpu", weights_only=True)
         state = convert_lite_state_dict(source, [(k, v.shape) for k, v in reference.state_dict().items()])
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        save_file(state, str(tmp))
-        os.replace(tmp, cache)
+        with atomic_path(cache) as tmp:
+            save_file(state, str(tmp))
     return load_file(str(cache))

@@ -7,7 +7,12 @@ import torch
 
 from training import distributed
 from training.models.student import QFMStudent
-from training.qfm.losses import consistency_loss, label_residual, plcc_loss, regression_loss
+from training.qfm.losses import (
+    consistency_loss,
+    label_residual,
+    plcc_loss,
+    regression_loss,
+)
 from training.qfm.matching import semantic_noise_match
 from training.qfm.memory import MemoryBank
 
