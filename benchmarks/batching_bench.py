@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import HelpFormatter
 from training.data.registry import LIVEC_DEV_ROOT
 
 VARIANTS = {
@@ -69,7 +70,7 @@ def run_load(url: str, blob: bytes, concurrency: int, seconds: float) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--repo", type=Path, default=Path("triton_repo"))
     ap.add_argument("--image", type=Path, default=LIVEC_DEV_ROOT / "images" / "1001.JPG")
     ap.add_argument("--concurrency", type=int, default=8)

@@ -24,6 +24,7 @@ import torch
 
 from benchmarks import inprocess_bench, preprocess_bench, serve_bench
 from benchmarks.common import REPO, crops_batch, sample_images, timed, write_json
+from training.cli import HelpFormatter
 
 TARGETS = {"triton_vs_inprocess_ort": 0.85, "ort_vs_eager": 3.0}
 STEPS = ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match")
@@ -65,6 +66,7 @@ def _inprocess_end_to_end(served_onnx: Path, images: list[Path], iters: int) -> 
     guarded decode -> 3x3 uint8 crops -> the served ONNX (uint8 in, 2 threads). Sequential (decode
     does not overlap inference), i.e. what a user gets from a script instead of a server."""
     import onnxruntime as ort
+
     from training.image_guard import Limits, decode_untrusted
     from training.transforms import channels_first, grid_crops
 
@@ -87,7 +89,7 @@ def _images_served(url: str) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
     ap.add_argument("--window", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=REPO / "build" / "bench_report.json")

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from training.checkpoint import load_student
+from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.metrics import iqa_metrics
 from training.transforms import grid_crops, load_rgb, normalize
@@ -45,7 +46,7 @@ def score(model, images, plan: str, batch: int = 36) -> tuple[np.ndarray, int, f
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--split", default=None)

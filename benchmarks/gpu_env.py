@@ -15,17 +15,23 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import dry_run, write_json
+from training.cli import HelpFormatter
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("build/gpu_check/env.json"))
     args = ap.parse_args(argv)
     if dry_run(args, ("torch", "export.kernels.compile")):
         return 0
     import torch
 
-    from export.kernels.compile import KernelBuildError, compile_ptx, driver_cuda_version, ptx_compatibility
+    from export.kernels.compile import (
+        KernelBuildError,
+        compile_ptx,
+        driver_cuda_version,
+        ptx_compatibility,
+    )
 
     if not torch.cuda.is_available():
         print("gpu_env: no CUDA GPU visible", file=sys.stderr)

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import dry_run, skip, write_json
+from training.cli import HelpFormatter
 
 LOSS_RTOL, MATCH_AGREEMENT = 0.02, 0.95
 
@@ -52,7 +53,7 @@ def run(backend: str, steps: int, batch: int, seed: int, device):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)

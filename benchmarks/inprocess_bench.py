@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import crops_batch, dry_run, skip, timed, write_json
+from training.cli import HelpFormatter
 
 BACKENDS = ("torch_eager_fp32", "ort_fp32", "ort_fp16", "torch_cuda_fp16", "tensorrt_fp16")
 
@@ -81,7 +82,7 @@ def bench_tensorrt(plan: Path, x, warmup, iters):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
     ap.add_argument("--onnx-dir", type=Path, default=Path("build"))
     ap.add_argument("--plan", type=Path, default=Path("build/engines/qfm_student_fp16.plan"))

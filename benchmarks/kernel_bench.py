@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import dry_run
+from training.cli import HelpFormatter
 
 NS, MS, D = (1, 64, 256), (10_000, 100_000, 1_000_000), 384
 
@@ -63,7 +64,7 @@ def torch_gemm_topk(torch, q, b, b_sq, k):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--out", type=Path, default=Path("build/kernel_bench.json"))

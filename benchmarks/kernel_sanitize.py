@@ -1,4 +1,4 @@
-"""Every kernel and tile tactic once, on odd sizes, for compute-sanitizer (memcheck, racecheck):
+r"""Every kernel and tile tactic once, on odd sizes, for compute-sanitizer (memcheck, racecheck):
 
     compute-sanitizer --tool memcheck --kernel-name kns=qfm_ --error-exitcode 1 \
         python benchmarks/kernel_sanitize.py
@@ -16,13 +16,14 @@ import sys
 import numpy as np
 
 from benchmarks.common import dry_run
+from training.cli import HelpFormatter
 
 SHAPES = {"small": [(67, 1001, 384, 32), (5, 129, 100, 1)],
           "all": [(67, 1001, 384, 32), (5, 129, 100, 1), (130, 4099, 136, 7)]}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--shapes", choices=sorted(SHAPES), default="all",
                     help="small: the two smallest (racecheck is slow); all: every shape")

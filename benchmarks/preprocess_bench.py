@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from benchmarks.common import sample_images, write_json
+from training.cli import HelpFormatter
 from training.image_guard import Limits, decode_untrusted
 from training.transforms import channels_first, grid_crops, normalize
 
@@ -45,7 +46,7 @@ def draft_resize(blob: bytes, grid: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--grid", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, crops_batch, sample_images, write_json
+from training.cli import HelpFormatter
 
 
 async def _client_loop(url, make_request, stop_at, latencies, errors):
@@ -133,7 +134,7 @@ def sweep(url: str, checkpoint: Path, levels, window: float, stability: float, m
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--url", default="127.0.0.1:8001")
     ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, dry_run, skip, write_json
+from training.cli import HelpFormatter
 
 DIM, K, BANK_ROWS = 384, 8, 20_011
 
@@ -128,7 +129,7 @@ def check_match(trt, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("build/gpu_check/tensorrt"))
     args = ap.parse_args(argv)
     if dry_run(args, ("torch", "export.bank", "export.kernels.reference", "export.build_match_engine", "export.build_engine")):

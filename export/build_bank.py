@@ -16,12 +16,13 @@ import numpy as np
 
 from export.bank import save_bank
 from training.checkpoint import load_student_and_dataset
+from training.cli import HelpFormatter
 from training.files import sha256_file
 from training.inference import predict_meta
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", required=True, type=Path)
     ap.add_argument("--dataset", required=True, help="registered name or generic CSV (the references)")
     ap.add_argument("--root", type=Path)

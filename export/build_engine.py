@@ -1,4 +1,4 @@
-"""Build TensorRT engines from the exported ONNX student.
+r"""Build TensorRT engines from the exported ONNX student.
 
 On a GPU host (datacenter TensorRT 10.x/11.x, what users run on H100 / A100 / L4):
 
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from export import io_names
+from training.cli import HelpFormatter
 from training.files import sha256_file, write_bytes, write_json
 
 BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -170,21 +171,21 @@ class EngineBuilder:
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--onnx", required=True, type=Path, help="ONNX student from export/to_onnx.py")
     ap.add_argument("--engine", required=True, type=Path, help="output plan file")
     ap.add_argument("--backend", choices=sorted(BACKENDS), default="tensorrt",
-                    help="tensorrt (GPU host) or tensorrt-rtx (ahead-of-time, no GPU needed) (default: tensorrt)")
+                    help="tensorrt (GPU host) or tensorrt-rtx (ahead-of-time, no GPU needed)")
     ap.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
-                    help="must match the ONNX file's types: networks are strongly typed (default: fp16)")
+                    help="must match the ONNX file's types: networks are strongly typed")
     ap.add_argument("--compute-capability", help="tensorrt-rtx only: target, e.g. 8.9, 8.6, 8.0, 7.5, 12.0")
-    ap.add_argument("--min-batch", type=int, default=1, help="optimization profile minimum (default: 1)")
-    ap.add_argument("--opt-batch", type=int, default=32, help="profile batch TensorRT tunes for (default: 32)")
-    ap.add_argument("--max-batch", type=int, default=128, help="profile maximum (default: 128)")
-    ap.add_argument("--input-size", type=int, default=224, help="crop side in pixels (default: 224)")
-    ap.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit (default: 4)")
+    ap.add_argument("--min-batch", type=int, default=1, help="optimization profile minimum")
+    ap.add_argument("--opt-batch", type=int, default=32, help="profile batch TensorRT tunes for")
+    ap.add_argument("--max-batch", type=int, default=128, help="profile maximum")
+    ap.add_argument("--input-size", type=int, default=224, help="crop side in pixels")
+    ap.add_argument("--workspace-gb", type=float, default=4.0, help="builder workspace limit")
     ap.add_argument("--opt-level", type=int, default=3, choices=range(0, 6), metavar="{0..5}",
-                    help="builder optimization level (default: 3)")
+                    help="builder optimization level")
     ap.add_argument("--timing-cache", type=Path, help="persistent timing cache file, read and updated (tensorrt)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Build the TensorRT match engine: query embeddings -> k nearest bank entries, with our fused
+r"""Build the TensorRT match engine: query embeddings -> k nearest bank entries, with our fused
 distance + top-k kernel inside the engine as an AOT plugin (export/match_plugin.py).
 
     python export/build_match_engine.py --bank build/bank.safetensors --k 5 \
@@ -41,6 +41,7 @@ from export.kernels.compile import (
     ptx_compatibility,
 )
 from export.kernels.launch import split_bank
+from training.cli import HelpFormatter
 from training.files import sha256_file, write_bytes, write_json
 
 SCHEDULE_SMS = 132   # the partial kernel's split count is fixed at build time, for an H100-sized GPU
@@ -136,10 +137,10 @@ def build(bank_path: Path, engine_path: Path, k: int, metric: str, batches: tupl
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--bank", required=True, type=Path, help="bank file from export/build_bank.py")
     ap.add_argument("--engine", required=True, type=Path, help="output plan")
-    ap.add_argument("--k", type=int, default=5, help=f"neighbours per query, 1..{K_MAX} (default: 5)")
+    ap.add_argument("--k", type=int, default=5, help=f"neighbours per query, 1..{K_MAX}")
     ap.add_argument("--metric", choices=match_onnx.METRICS, default="sq_l2")
     ap.add_argument("--min-batch", type=int, default=1)
     ap.add_argument("--opt-batch", type=int, default=32)

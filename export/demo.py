@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import HelpFormatter
+
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "models" / "qfm_iqm"
 BUILD = REPO / "build"
@@ -123,7 +125,7 @@ def score_through_triton(url: str, rows: list[dict], k_show: int = 3) -> np.ndar
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--bank-dataset", default="livec", help="reference set of the bank (name or CSV)")
     ap.add_argument("--prepare-only", action="store_true", help="build the artifacts and triton_repo/, then exit "
                     "(what `make serve` runs first)")

@@ -24,6 +24,7 @@ import onnx
 
 from export import onnx_export, parity
 from training.checkpoint import load_student
+from training.cli import HelpFormatter
 from training.files import sha256_file, write_json
 
 # Acceptance limits on the 0..100 score scale (issue #4).
@@ -35,7 +36,7 @@ def _fp16_ok(p: dict) -> bool:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", required=True, type=Path, help="student folder (model.safetensors + config.json)")
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--opset", type=int, default=onnx_export.DEFAULT_OPSET)

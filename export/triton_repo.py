@@ -1,4 +1,4 @@
-"""Write the Triton model repository for a deployment target from the built artifacts.
+r"""Write the Triton model repository for a deployment target from the built artifacts.
 
     python export/triton_repo.py --target cpu-pip --checkpoint models/qfm_iqm \
         --onnx build/qfm_student_fp32.onnx --bank build/bank.safetensors --out triton_repo
@@ -27,6 +27,7 @@ from pathlib import Path
 
 from export import io_names, match_onnx, onnx_export
 from export.bank import load_bank
+from training.cli import HelpFormatter
 
 REPO_SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"  # committed model.py files
 TARGETS = ("cpu-pip", "cpu-ngc", "gpu-ngc")
@@ -233,7 +234,7 @@ def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--target", required=True, choices=TARGETS)
     ap.add_argument("--checkpoint", required=True, type=Path, help="student folder (its config.json drives preprocessing)")
     ap.add_argument("--bank", required=True, type=Path, help="reference bank (export/build_bank.py)")
@@ -242,9 +243,9 @@ def main(argv=None) -> int:
     ap.add_argument("--match-plan", type=Path, help="match engine with our kernel (gpu-ngc; export/build_match_engine.py); "
                     "default: the ONNX match model on the onnxruntime backend")
     ap.add_argument("--out", required=True, type=Path, help="repository folder")
-    ap.add_argument("--k", type=int, default=5, help="neighbours returned per image (default: 5)")
-    ap.add_argument("--grid", type=int, default=3, help="n x n crops per image (default: 3)")
-    ap.add_argument("--version", type=int, default=1, help="model version folder to write (default: 1)")
+    ap.add_argument("--k", type=int, default=5, help="neighbours returned per image")
+    ap.add_argument("--grid", type=int, default=3, help="n x n crops per image")
+    ap.add_argument("--version", type=int, default=1, help="model version folder to write")
     args = ap.parse_args(argv)
     try:
         info = write_repository(args.target, args.checkpoint, args.out, args.bank, args.onnx, args.plan,

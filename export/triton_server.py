@@ -22,6 +22,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from training.cli import HelpFormatter
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("QFM_TRITON_CACHE", REPO_ROOT / ".cache"))
 SERVER_DIR = CACHE / "tritonserver"
@@ -196,7 +198,7 @@ class TritonServer:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--repo", type=Path, default=REPO_ROOT / "triton_repo", help="model repository")
     ap.add_argument("--grpc-port", type=int, default=8001)
     ap.add_argument("--http-port", type=int, default=8000)

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from training.cli import HelpFormatter
+
 ROWS = [  # (label, file, how to read the per-seed SRCC/PLCC)
     ("BRISQUE features (piq) + SVR", "runs/baselines/livec.json", ("methods", "brisque")),
     ("frozen ImageNet Lite0 + ridge", "runs/baselines/livec.json", ("methods", "lite0_ridge")),
@@ -40,7 +42,7 @@ def per_seed(doc: dict, path: tuple) -> list[tuple[float, float]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/accuracy_report"))
     args = ap.parse_args(argv)
     import statistics

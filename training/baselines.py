@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.data.splits import protocol_split
 from training.files import write_json
@@ -71,7 +72,7 @@ def fit_ridge(X, y):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--dataset", default="livec")
     ap.add_argument("--root", type=Path)
     ap.add_argument("--repeats", type=int, default=3)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from training.checkpoint import load_student
+from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.files import atomic_path
 from training.inference import predict_meta
@@ -26,11 +27,11 @@ from training.metrics import iqa_report, paired_difference
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--a", required=True, type=Path, help="checkpoint folder of model A (the candidate)")
     ap.add_argument("--b", required=True, type=Path, help="checkpoint folder of model B (the reference)")
     ap.add_argument("--dataset", required=True, help="registered name or a CSV path")
-    ap.add_argument("--root", type=Path, help="data set root (default: its registered location)")
+    ap.add_argument("--root", type=Path, help="data set root; without it, the data set's registered location")
     ap.add_argument("--split", help="synthetic only: train, test or all (default test)")
     ap.add_argument("--grid", type=int, default=3, help="n for the n x n evaluation crops (default 3)")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")

@@ -1,4 +1,4 @@
-"""Teacher -> student distillation on the paper's protocol splits (issue #3).
+r"""Teacher -> student distillation on the paper's protocol splits (issue #3).
 
     python training/distill.py --config training/configs/distill_livec.yaml --dataset livec \
         --repeats 3 --out runs/distill_livec
@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from training.checkpoint import load_student
+from training.cli import HelpFormatter
 from training.config import config_from_dict
 from training.data.meta import MetaInfo, Sample, ScoreScale, write_meta_csv
 from training.data.readers import read_generic_csv
@@ -78,7 +79,7 @@ def distill_once(teacher_cfg: dict, student_cfg: dict, pool_cfg: dict, pool: Met
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--dataset", default="livec")
     ap.add_argument("--root", type=Path)

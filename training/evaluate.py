@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from training.checkpoint import load_student_and_dataset
+from training.cli import HelpFormatter
 from training.inference import predict_meta
 from training.metrics import iqa_report
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--checkpoint", required=True, type=Path, help="folder with model.safetensors + config.json")
     ap.add_argument("--dataset", required=True, help="registered name (livec, synthetic, koniq10k, ...) or a CSV path")
-    ap.add_argument("--root", type=Path, help="data set root (default: its registered location)")
+    ap.add_argument("--root", type=Path, help="data set root; without it, the data set's registered location")
     ap.add_argument("--split", help="synthetic only: train, test or all (default test)")
     ap.add_argument("--grid", type=int, default=3, help="n for the n x n evaluation crops")
     ap.add_argument("--predictions", type=Path, help="also write per-image predictions to this CSV")

@@ -1,4 +1,4 @@
-"""Package a training run as the bundled model: FP16 weights, config, and metrics measured now.
+r"""Package a training run as the bundled model: FP16 weights, config, and metrics measured now.
 
     python training/package_model.py --run runs/bundled --out models/qfm_iqm \
         [--protocol runs/livec_protocol/protocol.json]
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from training.checkpoint import load_student, save_student
+from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.inference import predict_meta
 from training.metrics import iqa_report
@@ -45,7 +46,7 @@ def _git_provenance() -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--run", required=True, type=Path, help="training run folder (with checkpoint/)")
     ap.add_argument("--out", required=True, type=Path, help="package folder, e.g. models/qfm_iqm")
     ap.add_argument("--protocol", type=Path, help="protocol.json (training/protocol.py) or distill.json "

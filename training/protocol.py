@@ -1,4 +1,4 @@
-"""The paper's protocol on one data set: seeded 80/20 splits, train on 80 %, test on 20 %, report
+r"""The paper's protocol on one data set: seeded 80/20 splits, train on 80 %, test on 20 %, report
 every run and the median.
 
     python training/protocol.py --config training/configs/livec_finetune.yaml --dataset livec \
@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from training.cli import HelpFormatter
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.data.splits import run_protocol
@@ -24,7 +25,7 @@ from training.trainer import fit
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--config", required=True, type=Path)
     ap.add_argument("--dataset", required=True, help="data set to split (name or CSV)")
     ap.add_argument("--root", type=Path, help="its root folder, if not the registered default")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import HelpFormatter
 from training.data.registry import SYNTHETIC_ROOT
 from training.metrics import iqa_report
 
@@ -43,7 +44,7 @@ def distortion_level_oracle(train: list[dict], test: list[dict]) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--root", type=Path, default=SYNTHETIC_ROOT, help="synthetic benchmark folder")
     args = ap.parse_args(argv)
     try:

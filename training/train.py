@@ -14,13 +14,14 @@ import sys
 from pathlib import Path
 
 from training import distributed
+from training.cli import HelpFormatter
 from training.config import load_config
 from training.sources import load_sources, load_val
 from training.trainer import fit
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--config", required=True, type=Path, help="experiment YAML (training/configs/)")
     ap.add_argument("--out", required=True, type=Path, help="run folder (checkpoint/, metrics.json, curve.png)")
     ap.add_argument("--fresh", action="store_true", help="delete an existing run folder instead of resuming it")

@@ -189,7 +189,9 @@ def resource_usage(ptx: bytes, arch: str) -> list[Resources]:
 
 def main(argv=None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(description="Compile every kernel variant with NVRTC and print ptxas's resource table.")
+
+    from training.cli import HelpFormatter
+    ap = argparse.ArgumentParser(description="Compile every kernel variant with NVRTC and print ptxas's resource table.", formatter_class=HelpFormatter)
     ap.add_argument("--arch", action="append", help="only this target (repeatable); default: every supported one")
     args = ap.parse_args(argv)
     if os.environ.get("QFM_DRY_RUN") == "1":   # benchmarks/gpu_check.sh --dry-run

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from training.cli import HelpFormatter
 from training.data.registry import SYNTHETIC_ROOT
 from training.data.synthetic.distortions import DISTORTIONS, N_LEVELS, apply
 from training.data.synthetic.labels import (
@@ -171,7 +172,7 @@ def _build_photo_star(a):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", type=Path, default=SYNTHETIC_ROOT, help="output folder (replaced when done)")
     ap.add_argument("--size", type=int, default=288, help="side of the square images in pixels")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise draws and the train/test photo split")
