@@ -18,6 +18,14 @@ def run_script(*args, timeout=900):
     return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
+def run_scripts(*commands, timeout=900) -> list:
+    """run_script for several independent commands at once (their start-up, mostly imports, is
+    the cost: running them side by side uses both cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda c: run_script(*c, timeout=timeout), commands))
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """FP32 and FP16 ONNX of the bundled student, written by export/to_onnx.py."""

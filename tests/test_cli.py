@@ -3,22 +3,22 @@ import json
 
 import pytest
 
-from conftest import BUNDLE, run_script as _run
+from conftest import BUNDLE, run_script as _run, run_scripts
 
 
 def test_help_texts():
-    for script in ("training/train.py", "training/evaluate.py", "training/protocol.py",
-                   "training/data/build_synthetic.py", "training/package_model.py",
-                   "training/compare_models.py"):
-        r = _run(script, "--help", timeout=120)
+    scripts = ("training/train.py", "training/evaluate.py", "training/protocol.py",
+               "training/data/build_synthetic.py", "training/package_model.py", "training/compare_models.py")
+    for script, r in zip(scripts, run_scripts(*[(s, "--help") for s in scripts], timeout=120)):
         assert r.returncode == 0 and "usage:" in r.stdout, script
 
 
 def test_evaluate_reports_clear_errors(tmp_path):
-    r = _run("training/evaluate.py", "--checkpoint", tmp_path, "--dataset", "livec", timeout=120)
-    assert r.returncode == 2 and "not a student checkpoint" in r.stderr
-    r = _run("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", "no_such_set", timeout=120)
-    assert r.returncode == 2 and "unknown data set" in r.stderr
+    no_ckpt, no_set = run_scripts(("training/evaluate.py", "--checkpoint", tmp_path, "--dataset", "livec"),
+                                  ("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", "no_such_set"),
+                                  timeout=120)
+    assert no_ckpt.returncode == 2 and "not a student checkpoint" in no_ckpt.stderr
+    assert no_set.returncode == 2 and "unknown data set" in no_set.stderr
 
 
 def test_bundle_is_small_and_complete():

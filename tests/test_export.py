@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import BUNDLE, run_script as _run
+from conftest import BUNDLE, run_script as _run, run_scripts
 from export import io_names, onnx_export, parity
 from export.build_engine import fp32_weight_nodes
 from export.onnx_export import check
@@ -64,10 +64,11 @@ def test_fp16_conversion_can_keep_the_first_stages_fp32(exported, model, tmp_pat
 
 
 def test_to_onnx_rejects_a_bad_fp32_stage_count(tmp_path):
-    r = _run("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", tmp_path, "--fp32-stages", "some")
-    assert r.returncode == 2 and "--fp32-stages" in r.stderr
-    r = _run("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", tmp_path, "--fp32-stages", "99")
-    assert r.returncode == 2 and "the backbone has 8 stages" in r.stderr
+    word, big = run_scripts(("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", tmp_path, "--fp32-stages", "some"),
+                            ("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", tmp_path, "--fp32-stages", "99"))
+    assert word.returncode == 2 and "--fp32-stages" in word.stderr
+    assert big.returncode == 2 and "the backbone has 8 stages" in big.stderr
+    assert not list(tmp_path.glob("*.onnx")), "refused before exporting"
 
 
 def test_export_report_meets_limits(exported):
