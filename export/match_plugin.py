@@ -32,12 +32,11 @@ import os
 from typing import List, Tuple, Union
 
 from export.kernels.compile import METRICS, TILES, compile_ptx
+from export.kernels.launch import merge_geometry, partial_geometry
 
 PARTIAL_ID = "qfm::knn_partial"
 MERGE_ID = "qfm::knn_merge"
 MIN_TENSORRT = (10, 9)   # first release with tensorrt.plugin.aot_impl and add_plugin(..., aot=True)
-THREADS = 256            # 8 warps per block, fixed by the kernels
-MERGE_QUERIES_PER_BLOCK = THREADS // 32
 DEFAULT_TACTIC = 2       # tactic 0 is TensorRT's "default" before tuning: the middle tile then
 
 
@@ -84,22 +83,6 @@ def ptx_arch() -> str:
     except ImportError:
         pass
     return "sm_80"
-
-
-def launch_geometry(n, m, d, k: int, splits: int, tactic: int) -> dict:
-    """Grid, block and scalar arguments of qfm_topk_partial. n, m, d may be ints (tests, the
-    launcher) or TensorRT symbolic shape expressions (inside aot_impl): only expr + int, expr * int
-    and expr // int are used, the forms tensorrt.plugin's SymIntExpr defines."""
-    qt, _ = TILES[tactic]
-    chunk = (m + (splits - 1)) // splits
-    return {"grid": (splits, (n + (qt - 1)) // qt), "block": THREADS, "shared_mem": 0,
-            "scalars": (n, m, d, k, chunk)}
-
-
-def merge_geometry(n, length, k: int) -> dict:
-    """Grid, block and scalars of qfm_topk_merge: one warp per query."""
-    q = MERGE_QUERIES_PER_BLOCK
-    return {"grid": ((n + (q - 1)) // q, 1), "block": THREADS, "shared_mem": 0, "scalars": (n, length, k)}
 
 
 def registered() -> bool:
@@ -153,7 +136,7 @@ def register() -> None:
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}")
         tactic = tactic if tactic in TILES else DEFAULT_TACTIC
-        geo = launch_geometry(query.shape_expr[0], bank.shape_expr[0], query.shape_expr[1], k, splits, tactic)
+        geo = partial_geometry(query.shape_expr[0], bank.shape_expr[0], query.shape_expr[1], k, splits, tactic)
         launch, extra = _launch_params(trtp, geo)
         return "qfm_topk_partial", compile_ptx(ptx_arch(), tactic, metric), launch, extra
 

@@ -9,7 +9,7 @@ import pytest
 from export.kernels import emulation
 from export.kernels.compile import TILES
 from export.kernels.launch import split_bank
-from export.match_plugin import launch_geometry
+from export.kernels.launch import partial_geometry
 
 
 def _expected(dist, k):
@@ -69,7 +69,7 @@ def test_ties_across_split_boundaries_rank_lower_index_first(k):
 
 
 def test_schedules_of_the_launcher_and_the_plugin():
-    """split_bank (chunks a whole number of tiles) and launch_geometry (chunk = ceil(M/S)) on the
+    """split_bank (chunks a whole number of tiles) and partial_geometry (chunk = ceil(M/S)) on the
     same data give the same answer."""
     rng = np.random.default_rng(7)
     m, n, k = 5003, 3, 32
@@ -78,7 +78,7 @@ def test_schedules_of_the_launcher_and_the_plugin():
         splits, chunk = split_bank(m, n, tactic, sm_count=4)
         assert splits * chunk >= m and chunk % mt == 0
         _check(dist, k, splits, chunk, mt)
-        geo = launch_geometry(n, m, 384, k, splits, tactic)
+        geo = partial_geometry(n, m, 384, k, splits, tactic)
         g_splits, chunk2 = geo["grid"][0], geo["scalars"][4]
         assert g_splits * chunk2 >= m > (g_splits - 1) * chunk2
         _check(dist, k, g_splits, chunk2, mt)

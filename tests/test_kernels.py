@@ -11,7 +11,7 @@ from scipy.spatial.distance import cdist
 
 from export.kernels import compile as kc
 from export.kernels import reference
-from export.match_plugin import launch_geometry
+from export.kernels.launch import partial_geometry
 from conftest import run_script
 
 needs_ptxas = pytest.mark.skipif(shutil.which("ptxas") is None, reason="ptxas (CUDA toolkit) not on PATH")
@@ -43,7 +43,7 @@ def test_ptx_parameters_follow_the_aot_plugin_convention():
     entry = re.search(r"\.entry qfm_topk_partial\((.*?)\)", ptx, re.S).group(1)
     kinds = re.findall(r"\.param \.(\w+)", entry)
     assert kinds == ["u64", "u64"] + ["u32"] * 5 + ["u64", "u64"]
-    geo = launch_geometry(n=300, m=1_000_003, d=384, k=32, splits=264, tactic=3)
+    geo = partial_geometry(n=300, m=1_000_003, d=384, k=32, splits=264, tactic=3)
     assert geo["grid"] == (264, 3) and geo["block"] == 256
     n, m, d, k, chunk = geo["scalars"]
     assert (n, m, d, k) == (300, 1_000_003, 384, 32) and chunk * 264 >= m > chunk * 263

@@ -58,6 +58,7 @@ def config_from_dict(raw: dict) -> dict:
         raise KeyError("config student section needs a `name` (see training/models/registry.py)")
     if cfg["qfm"]["bank_items"] not in ("all", "absolute"):
         raise ValueError(f"qfm.bank_items must be 'all' or 'absolute', got {cfg['qfm']['bank_items']!r}")
-    if cfg["qfm"]["matching_backend"] not in ("auto", "kernel", "torch"):
-        raise ValueError(f"qfm.matching_backend must be auto, kernel or torch, got {cfg['qfm']['matching_backend']!r}")
+    from training.qfm.matching import BACKENDS   # torch is imported only where a config is validated
+    if cfg["qfm"]["matching_backend"] not in BACKENDS:
+        raise ValueError(f"qfm.matching_backend must be one of {BACKENDS}, got {cfg['qfm']['matching_backend']!r}")
     return cfg

@@ -61,6 +61,22 @@ def split_bank(m: int, n: int, tactic: int, sm_count: int) -> tuple[int, int]:
     return math.ceil(m / chunk), chunk
 
 
+def partial_geometry(n, m, d, k: int, splits: int, tactic: int, chunk=None) -> dict:
+    """Grid, block and scalar arguments of qfm_topk_partial, for this launcher and for the TensorRT
+    plugin alike. chunk: bank rows per split (default ceil(M / splits)). n, m, d may be ints or
+    TensorRT symbolic shape expressions (inside the plugin's aot_impl): only expr + int and
+    expr // int are used, the forms tensorrt.plugin's SymIntExpr defines."""
+    qt, _ = TILES[tactic]
+    chunk = (m + (splits - 1)) // splits if chunk is None else chunk
+    return {"grid": (splits, (n + (qt - 1)) // qt), "block": THREADS, "shared_mem": 0,
+            "scalars": (n, m, d, k, chunk)}
+
+
+def merge_geometry(n, length, k: int) -> dict:
+    """Grid, block and scalars of qfm_topk_merge: one warp per query, WARPS queries per block."""
+    return {"grid": ((n + (WARPS - 1)) // WARPS, 1), "block": THREADS, "shared_mem": 0, "scalars": (n, length, k)}
+
+
 class PairwiseTopK:
     def __init__(self, device: int = 0):
         import torch
@@ -100,6 +116,9 @@ class PairwiseTopK:
 
     def _launch(self, func, grid: tuple[int, int], args: list) -> None:
         torch = self.torch
+        for a in args:
+            if isinstance(a, torch.Tensor) and a.device != self.device:
+                raise ValueError(f"tensor on {a.device}, but this launcher runs on {self.device}")
         holders = []
         for a in args:   # each parameter lives in its own buffer; the launch reads their addresses
             if isinstance(a, torch.Tensor):
@@ -107,9 +126,6 @@ class PairwiseTopK:
             else:
                 holders.append(np.array([a], dtype=np.int32))
         params = np.array([h.ctypes.data for h in holders], dtype=np.uint64)
-        for a in args:
-            if isinstance(a, torch.Tensor) and a.device != self.device:
-                raise ValueError(f"tensor on {a.device}, but this launcher runs on {self.device}")
         stream = self.driver.CUstream(torch.cuda.current_stream(self.device).cuda_stream)
         with self._in_device_context():
             _ck(self.driver.cuLaunchKernel(func, grid[0], grid[1], 1, THREADS, 1, 1, 0, stream, params.ctypes.data, 0))
@@ -148,16 +164,16 @@ class PairwiseTopK:
         if not 1 <= k <= min(K_MAX, m):
             raise ValueError(f"k must be in 1..min({K_MAX}, M={m}), got {k}")
         tactic = tactic or choose_tactic(n)
-        qt, mt = TILES[tactic]
+        chunk = None
         if splits is None:
             splits, chunk = split_bank(m, n, tactic, self.sm_count)
-        else:
-            chunk = math.ceil(m / splits)
         kern = self._kernels(tactic, metric)
         part_d = torch.empty((n, splits * k), device=self.device, dtype=torch.float32)
         part_i = torch.empty((n, splits * k), device=self.device, dtype=torch.int32)
-        self._launch(kern["qfm_topk_partial"], (splits, math.ceil(n / qt)), [q, b, n, m, d, k, chunk, part_d, part_i])
+        geo = partial_geometry(n, m, d, k, splits, tactic, chunk)
+        self._launch(kern["qfm_topk_partial"], geo["grid"], [q, b, *geo["scalars"], part_d, part_i])
         out_d, out_i = out if out is not None else (torch.empty((n, k), device=self.device, dtype=torch.float32),
                                                     torch.empty((n, k), device=self.device, dtype=torch.int32))
-        self._launch(kern["qfm_topk_merge"], (math.ceil(n / WARPS), 1), [part_d, part_i, n, splits * k, k, out_d, out_i])
+        geo = merge_geometry(n, splits * k, k)
+        self._launch(kern["qfm_topk_merge"], geo["grid"], [part_d, part_i, *geo["scalars"], out_d, out_i])
         return out_d, out_i.long()

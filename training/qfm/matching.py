@@ -24,14 +24,16 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torc
 
 
 DISTANCES = {"sq_l2": pairwise_sq_l2, "cosine": pairwise_cosine}
+# auto: our CUDA kernel on a GPU, PyTorch elsewhere (config key qfm.matching_backend)
+BACKENDS = ("auto", "kernel", "torch")
 _GPU_KERNELS: dict[int, object] = {}   # one launcher per device (its module lives in that device's context)
 
 
 def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: str, backend: str = "auto") -> torch.Tensor:
     """Our CUDA kernel (fp16 in, fp32 accumulate) when the tensors are on a GPU, else torch.
     backend: auto (kernel on a GPU, torch elsewhere), kernel, or torch."""
-    if backend not in ("auto", "kernel", "torch"):
-        raise ValueError(f"backend must be auto, kernel or torch, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "kernel" and not a.is_cuda:
         raise ValueError("backend 'kernel' needs CUDA tensors")
     if backend != "torch" and a.is_cuda:
