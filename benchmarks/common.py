@@ -89,3 +89,41 @@ def dry_run(args, imports: tuple[str, ...] = ()) -> bool:
         importlib.import_module(name)
     print(f"dry run: arguments parsed: {vars(args)}" + (f"; imported {', '.join(imports)}" if imports else ""))
     return True
+
+
+class TensorRTEngine:
+    """A deserialised TensorRT plan run on torch CUDA tensors: inputs bound by name, outputs
+    allocated once per set of input shapes from the engine's own I/O names, shapes and types."""
+
+    def __init__(self, trt, plan: Path):
+        self.trt = trt
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialise {plan}")
+        self.ctx = self.engine.create_execution_context()
+        self._shapes, self._outputs = None, {}
+
+    def run(self, **inputs) -> dict:
+        """Outputs as CUDA tensors (reused between calls of the same shapes), stream synchronised."""
+        import torch
+        trt, eng = self.trt, self.engine
+        for name, t in inputs.items():
+            self.ctx.set_input_shape(name, tuple(t.shape))
+            self.ctx.set_tensor_address(name, t.data_ptr())
+        shapes = {name: tuple(t.shape) for name, t in inputs.items()}
+        if shapes != self._shapes:
+            dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int64: torch.int64,
+                      trt.int32: torch.int32}
+            self._outputs = {}
+            for i in range(eng.num_io_tensors):
+                name = eng.get_tensor_name(i)
+                if eng.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                    self._outputs[name] = torch.empty(tuple(self.ctx.get_tensor_shape(name)), device="cuda",
+                                                      dtype=dtypes[eng.get_tensor_dtype(name)])
+                    self.ctx.set_tensor_address(name, self._outputs[name].data_ptr())
+            self._shapes = shapes
+        stream = torch.cuda.current_stream()
+        if not self.ctx.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("execute_async_v3 failed")
+        stream.synchronize()
+        return self._outputs

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import crops_batch, dry_run, skip, timed, write_json
+from benchmarks.common import (
+    TensorRTEngine,
+    crops_batch,
+    dry_run,
+    skip,
+    timed,
+    write_json,
+)
+from export import io_names
 from training.cli import HelpFormatter
 
 BACKENDS = ("torch_eager_fp32", "ort_fp32", "ort_fp16", "torch_cuda_fp16", "tensorrt_fp16")
@@ -37,7 +45,7 @@ def bench_ort(path: Path, x, warmup, iters, threads: int):
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     xin = x.astype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
-    return timed(lambda: sess.run(None, {"image": xin}), warmup, iters)
+    return timed(lambda: sess.run(None, {io_names.INPUT: xin}), warmup, iters)
 
 
 def bench_torch_cuda_fp16(model, x, warmup, iters):
@@ -63,20 +71,11 @@ def bench_tensorrt(plan: Path, x, warmup, iters):
         raise RuntimeError("no CUDA GPU visible")
     if not plan.exists():
         raise RuntimeError(f"{plan} not built (export/build_engine.py on this GPU host)")
-    logger = trt.Logger(trt.Logger.WARNING)
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
-    ctx = engine.create_execution_context()
+    engine = TensorRTEngine(trt, plan)
     xt = torch.from_numpy(x).half().cuda()
-    ctx.set_input_shape("image", tuple(xt.shape))
-    score = torch.empty(len(x), device="cuda", dtype=torch.float32)
-    emb = torch.empty(len(x), 384, device="cuda", dtype=torch.float32)
-    for name, t in (("image", xt), ("score", score), ("embedding", emb)):
-        ctx.set_tensor_address(name, t.data_ptr())
-    stream = torch.cuda.current_stream()
 
     def run():
-        ctx.execute_async_v3(stream.cuda_stream)
-        stream.synchronize()
+        engine.run(**{io_names.INPUT: xt})
 
     return timed(run, warmup, iters)
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, dry_run, skip, write_json
+from benchmarks.common import REPO, TensorRTEngine, dry_run, skip, write_json
+from export import io_names
 from training.cli import HelpFormatter
 
 DIM, K, BANK_ROWS = 384, 8, 20_011
@@ -31,36 +32,6 @@ def _run(*args) -> None:
     r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"{args[0]} failed ({r.returncode}): {r.stderr.strip()[-1500:]}")
-
-
-class Engine:
-    """A deserialised plan with torch tensors bound to its I/O."""
-
-    def __init__(self, trt, plan: Path):
-        self.trt = trt
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialise {plan}")
-        self.ctx = self.engine.create_execution_context()
-
-    def __call__(self, **inputs):
-        import torch
-        trt, eng = self.trt, self.engine
-        for name, t in inputs.items():
-            self.ctx.set_input_shape(name, tuple(t.shape))
-            self.ctx.set_tensor_address(name, t.data_ptr())
-        outs = {}
-        for i in range(eng.num_io_tensors):
-            name = eng.get_tensor_name(i)
-            if eng.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
-                dtype = {trt.float32: torch.float32, trt.int64: torch.int64, trt.int32: torch.int32}[eng.get_tensor_dtype(name)]
-                outs[name] = torch.empty(tuple(self.ctx.get_tensor_shape(name)), dtype=dtype, device="cuda")
-                self.ctx.set_tensor_address(name, outs[name].data_ptr())
-        stream = torch.cuda.current_stream()
-        if not self.ctx.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("execute_async_v3 failed")
-        stream.synchronize()
-        return {k: v.cpu().numpy() for k, v in outs.items()}
 
 
 def check_student(trt, out: Path) -> dict:
@@ -74,23 +45,23 @@ def check_student(trt, out: Path) -> dict:
          "--min-batch", "1", "--opt-batch", "64", "--max-batch", "128")
     cfg = json.loads((REPO / "models/qfm_iqm/config.json").read_text())["student"]
     x = crops_batch(cfg, n_images=8, grid=2, allow_random=True).astype(np.float16)
-    engine = Engine(trt, plan)
-    got = engine(image=torch.from_numpy(x).cuda())
-    ref_score, ref_emb = ort.InferenceSession(str(out / "qfm_student_fp16.onnx"),
-                                              providers=["CPUExecutionProvider"]).run(None, {"image": x})
-    diff = float(np.abs(got["score"] - ref_score).max())
-    cos = float(np.min(np.sum(got["embedding"] * ref_emb, 1) /
-                       (np.linalg.norm(got["embedding"], axis=1) * np.linalg.norm(ref_emb, axis=1))))
+    engine = TensorRTEngine(trt, plan)
+    got = {k: v.cpu().numpy() for k, v in engine.run(**{io_names.INPUT: torch.from_numpy(x).cuda()}).items()}
+    ref_score, ref_emb = ort.InferenceSession(str(out / "qfm_student_fp16.onnx"), providers=["CPUExecutionProvider"]
+                                              ).run([io_names.SCORE, io_names.EMBEDDING], {io_names.INPUT: x})
+    score, emb = got[io_names.SCORE], got[io_names.EMBEDDING]
+    diff = float(np.abs(score - ref_score).max())
+    cos = float(np.min(np.sum(emb * ref_emb, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1))))
     xb = torch.from_numpy(np.concatenate([x] * (128 // len(x)))).cuda()
-    engine(image=xb)
+    engine.run(**{io_names.INPUT: xb})
     t0, reps = time.perf_counter(), 20
     for _ in range(reps):
-        engine(image=xb)
+        engine.run(**{io_names.INPUT: xb})
     crops_s = reps * len(xb) / (time.perf_counter() - t0)
     res = {"max_abs_score_diff_vs_ort_fp16": diff, "min_embedding_cosine": cos, "crops_per_s_batch128": crops_s,
            "ok": diff <= 0.5 and cos >= 0.999}
     print(f"student FP16 engine: |score - ORT FP16| max {diff:.3f} (<= 0.5), embedding cosine min {cos:.5f}; "
-          f"{crops_s:.0f} crops/s at batch 128 (includes the device-to-host copies)")
+          f"{crops_s:.0f} crops/s at batch 128")
     return res
 
 
@@ -106,14 +77,14 @@ def check_match(trt, out: Path) -> dict:
     save_bank(bank, emb, rng.uniform(0, 100, BANK_ROWS).astype(np.float32), [f"r{i}" for i in range(BANK_ROWS)], {})
     plan = out / "qfm_match.plan"
     _run("export/build_match_engine.py", "--bank", bank, "--engine", plan, "--k", K)
-    engine = Engine(trt, plan)
+    engine = TensorRTEngine(trt, plan)
     q = rng.normal(size=(67, DIM)).astype(np.float32)
     q[0] = emb[7]
     q[1] = np.nan
-    got = engine(query=torch.from_numpy(q).cuda())
+    got = {k: v.cpu().numpy() for k, v in engine.run(**{io_names.MATCH_QUERY: torch.from_numpy(q).cuda()}).items()}
     q16, b16 = q.astype(np.float16), emb.astype(np.float16)
     ref_d, ref_i = reference.topk(q16[2:], b16, K)
-    d, i = got["neighbor_distances"], got["neighbor_index"]
+    d, i = got[io_names.NEIGHBOR_DISTANCES], got[io_names.NEIGHBOR_INDEX]
     scale = np.abs(ref_d).max() + 1
     dist_ok = bool(np.abs(d[2:] - ref_d).max() <= 2e-3 * scale)
     ties_ok = i[0, :5].tolist() == [7, 40, 41, 9000, 20_010]
