@@ -67,6 +67,7 @@ def offline_scores(onnx_dir: Path) -> dict[str, np.ndarray]:
     """PyTorch FP32 and ONNX Runtime FP32 / FP16 scores of ITEMS."""
     import onnxruntime as ort
 
+    from export import io_names
     from training.checkpoint import load_student
     from training.transforms import grid_crops, normalize
     images = [load(i) for i in ITEMS]
@@ -76,7 +77,7 @@ def offline_scores(onnx_dir: Path) -> dict[str, np.ndarray]:
         sess = ort.InferenceSession(str(onnx_dir / f"qfm_student_{precision}.onnx"), providers=["CPUExecutionProvider"])
         dtype = np.float16 if precision == "fp16" else np.float32
         out[f"onnx_{precision}"] = np.array([
-            float(sess.run(["score"], {"image": normalize(grid_crops(img, cfg.input_size, GRID),
+            float(sess.run([io_names.SCORE], {io_names.INPUT: normalize(grid_crops(img, cfg.input_size, GRID),
                                                           cfg.mean, cfg.std).astype(dtype)})[0].mean())
             for img in images])
     return out
