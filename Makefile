@@ -11,11 +11,11 @@ METRICS_PORT ?= 8002
 .PHONY: venv test heldout demo serve bench synthetic pretrain bundle protocol ablation baselines distill accuracy clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml core/pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
-	$(PY) -m pip install --quiet --no-deps -e . -e ./client
+	$(PY) -m pip install --quiet --no-deps -e ./core -e . -e ./client
 	touch $@
 
 venv: $(STAMP)

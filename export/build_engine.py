@@ -27,9 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from export import io_names
+from qfm_core import io_names
 from training.cli import HelpFormatter
-from training.files import sha256_file, write_bytes, write_json
+from qfm_core.files import sha256_file, write_bytes, write_json
 
 BACKENDS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 INSTALL_HINT = {
@@ -74,9 +74,9 @@ def onnx_input_precision(onnx_path: Path) -> str:
         raise BuildError(f"{onnx_path} is not a readable ONNX model ({type(e).__name__}: {e}); re-export it with "
                          "export/to_onnx.py") from e
     inputs = {i.name: i for i in model.graph.input}
-    if io_names.INPUT not in inputs:
-        raise BuildError(f"{onnx_path} has inputs {sorted(inputs)}, not the student's '{io_names.INPUT}'")
-    elem = inputs[io_names.INPUT].type.tensor_type.elem_type
+    if io_names.CROPS not in inputs:
+        raise BuildError(f"{onnx_path} has inputs {sorted(inputs)}, not the student's '{io_names.CROPS}'")
+    elem = inputs[io_names.CROPS].type.tensor_type.elem_type
     return {onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.FLOAT: "fp32"}.get(elem, str(elem))
 
 
@@ -134,7 +134,7 @@ class EngineBuilder:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
         config.builder_optimization_level = opt_level
         profile = self.builder.create_optimization_profile()
-        profile.set_shape(io_names.INPUT, *[(b, *input_chw) for b in batches])
+        profile.set_shape(io_names.CROPS, *[(b, *input_chw) for b in batches])
         config.add_optimization_profile(profile)
         if compute_capability:  # TensorRT-RTX: ahead-of-time target, no GPU needed
             config.num_compute_capabilities = 1
@@ -232,7 +232,7 @@ def build(args) -> dict:
         "fp32_weight_layers": fp32_weight_nodes(args.onnx) if args.precision == "fp16" else None,
         "gpu": device["name"] if device else None,
         "compute_capability": device["compute_capability"] if device else args.compute_capability,
-        "profiles": [{"input": io_names.INPUT, "min": [args.min_batch, 3, args.input_size, args.input_size],
+        "profiles": [{"input": io_names.CROPS, "min": [args.min_batch, 3, args.input_size, args.input_size],
                       "opt": [args.opt_batch, 3, args.input_size, args.input_size],
                       "max": [args.max_batch, 3, args.input_size, args.input_size]}],
         "io": io, "onnx": str(args.onnx), "onnx_sha256": sha256_file(args.onnx),

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export import io_names, match_onnx
-from export.bank import load_bank
+from export import match_onnx
+from qfm_core import io_names
+from qfm_core.bank import load_bank
 from export.build_engine import BuildError, cuda_device, load_backend
 from export.kernels.compile import (
     K_MAX,
@@ -42,7 +43,7 @@ from export.kernels.compile import (
 )
 from export.kernels.launch import split_bank
 from training.cli import HelpFormatter
-from training.files import sha256_file, write_bytes, write_json
+from qfm_core.files import sha256_file, write_bytes, write_json
 
 SCHEDULE_SMS = 132   # the partial kernel's split count is fixed at build time, for an H100-sized GPU
 

@@ -99,7 +99,7 @@ def score_through_triton(url: str, rows: list[dict], k_show: int = 3) -> np.ndar
     import tritonclient.grpc as grpcclient
     from scipy import stats
 
-    from export.bank import load_bank
+    from qfm_core.bank import load_bank
 
     bank = load_bank(BUILD / "bank.safetensors")
     client = grpcclient.InferenceServerClient(url)

@@ -17,8 +17,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export import io_names
-from training.files import atomic_path
+from qfm_core import io_names
+from qfm_core.files import atomic_path
 
 QUERY, BANK = io_names.MATCH_QUERY, io_names.MATCH_BANK
 DISTANCES, INDEX = io_names.NEIGHBOR_DISTANCES, io_names.NEIGHBOR_INDEX

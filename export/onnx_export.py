@@ -15,8 +15,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from export import io_names
-from training.files import atomic_path
+from qfm_core import io_names
+from qfm_core.files import atomic_path
 from training.models.student import QFMStudent
 
 DEFAULT_OPSET = 17
@@ -41,9 +41,9 @@ def export_fp32(model: QFMStudent, path: Path, opset: int = DEFAULT_OPSET, examp
     with torch.no_grad(), atomic_path(path) as tmp:
         torch.onnx.export(
             _ExportWrapper(model), (example,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[io_names.INPUT], output_names=[io_names.SCORE, io_names.EMBEDDING],
-            dynamic_axes={io_names.INPUT: {0: io_names.BATCH_AXIS}, io_names.SCORE: {0: io_names.BATCH_AXIS},
-                          io_names.EMBEDDING: {0: io_names.BATCH_AXIS}},
+            input_names=[io_names.CROPS], output_names=[io_names.CROP_SCORES, io_names.CROP_EMBEDDINGS],
+            dynamic_axes={io_names.CROPS: {0: io_names.BATCH_AXIS}, io_names.CROP_SCORES: {0: io_names.BATCH_AXIS},
+                          io_names.CROP_EMBEDDINGS: {0: io_names.BATCH_AXIS}},
             do_constant_folding=True)
 
 
@@ -150,15 +150,15 @@ def with_uint8_input(src: Path, dst: Path, mean, std) -> None:
 
     model = onnx.load(str(src))
     graph = model.graph
-    (inp,) = [i for i in graph.input if i.name == io_names.INPUT]
-    inner = io_names.INPUT + "_normalised"
+    (inp,) = [i for i in graph.input if i.name == io_names.CROPS]
+    inner = io_names.CROPS + "_normalised"
     for node in graph.node:
-        node.input[:] = [inner if i == io_names.INPUT else i for i in node.input]
+        node.input[:] = [inner if i == io_names.CROPS else i for i in node.input]
     std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
     mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
     graph.initializer.extend([numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), "uint8_scale"),
                               numpy_helper.from_array((-mean / std).astype(np.float32), "uint8_shift")])
-    prologue = [helper.make_node("Cast", [io_names.INPUT], ["image_float"], to=TensorProto.FLOAT, name="uint8_to_float"),
+    prologue = [helper.make_node("Cast", [io_names.CROPS], ["image_float"], to=TensorProto.FLOAT, name="uint8_to_float"),
                 helper.make_node("Mul", ["image_float", "uint8_scale"], ["image_scaled"], name="uint8_scale_mul"),
                 helper.make_node("Add", ["image_scaled", "uint8_shift"], [inner], name="uint8_shift_add")]
     nodes = prologue + list(graph.node)

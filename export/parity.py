@@ -8,9 +8,9 @@ import onnxruntime as ort
 import torch
 from scipy import stats
 
-from export import io_names
+from qfm_core import io_names
 from training.models.student import QFMStudent
-from training.transforms import grid_crops, normalize
+from qfm_core.crops import grid_crops, normalize
 
 
 def parity_images(n_images: int = 24, seed: int = 0) -> list[tuple[np.ndarray, str, int]]:
@@ -54,7 +54,7 @@ def run_onnx(session: ort.InferenceSession, x: np.ndarray, batch: int = 16) -> t
     dtype = {"tensor(float16)": np.float16, "tensor(uint8)": np.uint8}.get(session.get_inputs()[0].type, np.float32)
     scores, embs = [], []
     for i in range(0, len(x), batch):
-        s, e = session.run([io_names.SCORE, io_names.EMBEDDING], {io_names.INPUT: x[i:i + batch].astype(dtype)})
+        s, e = session.run([io_names.CROP_SCORES, io_names.CROP_EMBEDDINGS], {io_names.CROPS: x[i:i + batch].astype(dtype)})
         scores.append(s)
         embs.append(e)
     return np.concatenate(scores), np.concatenate(embs)

@@ -25,7 +25,7 @@ import onnx
 from export import onnx_export, parity
 from training.checkpoint import load_student
 from training.cli import HelpFormatter
-from training.files import sha256_file, write_json
+from qfm_core.files import sha256_file, write_json
 
 # Acceptance limits on the 0..100 score scale (issue #4).
 FP32_MAX_DIFF, FP16_MAX_DIFF, FP16_MIN_SRCC = 1e-3, 0.5, 0.999

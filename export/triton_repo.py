@@ -14,8 +14,11 @@ Targets (one source for all configs below):
            matching by the match engine with our CUDA kernel (--match-plan), else by the ONNX match
            model on the onnxruntime backend.
 
-Ensemble `qfm_iqm`: IMAGE (BYTES [N]) -> qfm_preprocess -> qfm_student -> qfm_aggregate ->
-qfm_match -> SCORE, EMBEDDING, NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES.
+Ensemble `qfm_iqm`: IMAGE (BYTES [N]) -> qfm_score (decode, crop, qfm_student in chunks, mean)
+-> qfm_match -> SCORE, EMBEDDING, ITEM_ERROR, NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES.
+
+The crop plan comes from the checkpoint's config.json and the bank must have been built by that
+student with that plan: another bank is refused here, and again by qfm_match when it loads.
 """
 from __future__ import annotations
 
@@ -25,21 +28,36 @@ import shutil
 import sys
 from pathlib import Path
 
-from export import io_names, match_onnx, onnx_export
-from export.bank import load_bank
+from export import match_onnx, onnx_export
+from qfm_core import io_names
+from qfm_core.bank import BankMismatch, check_identity, load_bank
+from qfm_core.crop_plan import read_plan
+from qfm_core.files import sha256_file, write_json
+from qfm_core.image_guard import Limits, RequestLimits
 from training.cli import HelpFormatter
 
 REPO_SOURCES = Path(__file__).resolve().parents[1] / "triton_repo"  # committed model.py files
 TARGETS = ("cpu-pip", "cpu-ngc", "gpu-ngc")
-PY_MODELS = ("qfm_preprocess", "qfm_aggregate")  # Python backend on every target
+IDENTITY_FILE = "student_identity.json"   # the served student's weights hash and crop plan
 
 # Measured choices (triton_repo/README.md): crops of concurrent requests are merged up to these.
+# max_batch_size is also the chunk qfm_score sends, so no caller ever meets it.
 STUDENT_BATCH = {"cpu-pip": (512, [36, 72], 1000), "cpu-ngc": (512, [36, 72], 1000), "gpu-ngc": (128, [72, 128], 1000)}
 
+# Crop tensors between qfm_score and qfm_student. CPU targets pass raw uint8 pixels and the
+# student's ONNX normalises in-graph (onnx_export.with_uint8_input: saves ~7 ms per image of
+# NumPy and 3/4 of the bytes every hop copies); the TensorRT engine takes normalised FP16.
+CROP_DTYPE = {"cpu-pip": "UINT8", "cpu-ngc": "UINT8", "gpu-ngc": "FP16"}
 
-# Limits on untrusted images, enforced by qfm_preprocess (README, SECURITY).
-PREPROCESS_LIMITS = {"max_image_bytes": 32 * 1024 * 1024, "max_request_bytes": 256 * 1024 * 1024,
-                     "max_pixels": 50_000_000, "min_side": 16, "max_aspect": 20}
+
+def score_params(target: str) -> dict:
+    """qfm_score's parameters: crop type and chunking, and the limits on untrusted input
+    (README, SECURITY), from their one definition in qfm_core.image_guard."""
+    image, request = Limits(), RequestLimits()
+    return {"crop_dtype": CROP_DTYPE[target], "chunk_crops": STUDENT_BATCH[target][0], "chunks_in_flight": 2,
+            "max_images_per_request": request.max_images, "max_request_bytes": request.max_bytes,
+            "max_image_bytes": image.max_bytes, "max_pixels": image.max_pixels, "min_side": image.min_side,
+            "max_aspect": image.max_aspect}
 
 
 class MissingArtifact(FileNotFoundError):
@@ -75,25 +93,17 @@ def _params(params: dict) -> str:
     return "".join(f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in params.items())
 
 
-# Crop tensors between qfm_preprocess and qfm_student. CPU targets pass raw uint8 pixels and the
-# student's ONNX normalises in-graph (onnx_export.with_uint8_input: saves the preprocess ~7 ms per
-# image and 3/4 of the bytes every hop copies); the TensorRT engine takes normalised FP16.
-CROP_TYPE = {"cpu-pip": "TYPE_UINT8", "cpu-ngc": "TYPE_UINT8", "gpu-ngc": "TYPE_FP16"}
-
-
-def preprocess_config(target: str, grid: int, size: int) -> str:
-    crop_type = CROP_TYPE[target]
-    what = "raw uint8 pixels (the student normalises)" if crop_type == "TYPE_UINT8" else "normalised"
-    return (f"# Encoded image bytes -> {grid}x{grid} crops of {size}x{size} per image at native resolution, {what}.\n"
-            "# Not batched by Triton: one request carries N images and yields N*G*G crops.\n"
-            'name: "qfm_preprocess"\nbackend: "python"\nmax_batch_size: 0\n'
-            + _io("input", [("IMAGE", "TYPE_STRING", [-1])])
-            + _io("output", [("CROPS", crop_type, [-1, 3, size, size]), ("CROP_COUNTS", "TYPE_INT32", [-1]),
-                             ("ITEM_ERROR", "TYPE_STRING", [-1])])
+def score_config(target: str, plan, dim: int) -> str:
+    inputs, outputs = io_names.score_io(dim)
+    return (f"# Encoded image bytes -> score and {dim}-d quality embedding per image: {plan.grid}x{plan.grid} crops of "
+            f"{plan.size}x{plan.size} at native resolution,\n# scored by {io_names.STUDENT_MODEL} in chunks of at "
+            f"most chunk_crops; up to max_images_per_request images per request.\n"
+            f'name: "{io_names.SCORE_MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
+            + _spec_io("input", inputs, batched=False) + _spec_io("output", outputs, batched=False)
             + "# Decoding is CPU-bound and single-threaded per instance: two instances use both cores.\n"
             "instance_group [ { kind: KIND_CPU count: 2 } ]\n"
-            "# Untrusted bytes (training/image_guard.py): per-image limits; a request over max_request_bytes is refused.\n"
-            + _params({"grid": grid, **PREPROCESS_LIMITS}))
+            "# Untrusted bytes (core/qfm_core/image_guard.py): per-image limits; a request over the request limits is refused.\n"
+            + _params(score_params(target)))
 
 
 def student_config(target: str, size: int, dim: int) -> str:
@@ -101,12 +111,12 @@ def student_config(target: str, size: int, dim: int) -> str:
     head = {"cpu-pip": 'backend: "python"\n',
             "cpu-ngc": 'platform: "onnxruntime_onnx"\ndefault_model_filename: "model.onnx"\n',
             "gpu-ngc": 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n'}[target]
-    inputs, outputs = io_names.student_io(size, dim, CROP_TYPE[target].removeprefix("TYPE_"))
+    inputs, outputs = io_names.student_io(size, dim, CROP_DTYPE[target])
     kind = "KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"
     io = (_spec_io("input", inputs, batched=True)
           + _spec_io("output", outputs, batched=True, reshape_scalars=target != "cpu-pip"))
     text = (f"# The QFM-IQM student on {size}x{size} crops: score (0..100) and {dim}-d quality embedding per crop.\n"
-            f'name: "qfm_student"\n{head}max_batch_size: {max_batch}\n' + io
+            f'name: "{io_names.STUDENT_MODEL}"\n{head}max_batch_size: {max_batch}\n' + io
             + "# Crops from concurrent requests are merged into one call (the main throughput lever).\n"
             f"dynamic_batching {{ preferred_batch_size: [ {', '.join(map(str, preferred))} ] "
             f"max_queue_delay_microseconds: {delay} }}\n"
@@ -116,62 +126,42 @@ def student_config(target: str, size: int, dim: int) -> str:
     return text
 
 
-def aggregate_config(dim: int) -> str:
-    return ("# Mean of crop scores and crop embeddings per image.\n"
-            'name: "qfm_aggregate"\nbackend: "python"\nmax_batch_size: 0\n'
-            + _io("input", [("CROP_SCORES", "TYPE_FP32", [-1, 1]), ("CROP_EMBEDDINGS", "TYPE_FP32", [-1, dim]),
-                            ("CROP_COUNTS", "TYPE_INT32", [-1])])
-            + _io("output", [("SCORE", "TYPE_FP32", [-1]), ("EMBEDDING", "TYPE_FP32", [-1, dim])])
-            + "instance_group [ { kind: KIND_CPU count: 1 } ]\n")
-
-
 def match_config(target: str, dim: int, k: int, match_plan: bool = False) -> str:
     inputs, outputs = io_names.match_io(dim, k)
     if target == "cpu-pip":   # Python model: bank as a file beside it, no index output
         head, kind = 'backend: "python"\n', "KIND_CPU"
         extra = _params({"onnx_file": "match.onnx", "bank_file": "bank.safetensors"})
-        io = (_io("input", [("EMBEDDING", "TYPE_FP32", [-1, dim])])
-              + _spec_io("output", [t for t in outputs if t.name != io_names.NEIGHBOR_INDEX], batched=False))
+        outputs = [t for t in outputs if t.name != io_names.NEIGHBOR_INDEX]
     else:
         if match_plan:   # our fused distance + top-k kernels inside the engine (export/build_match_engine.py)
             head, kind = 'platform: "tensorrt_plan"\ndefault_model_filename: "model.plan"\n', "KIND_GPU"
         else:
             head = 'platform: "onnxruntime_onnx"\ndefault_model_filename: "match.onnx"\n'
             kind = "KIND_GPU" if target == "gpu-ngc" else "KIND_CPU"
+        # Every engine / model tensor, NEIGHBOR_INDEX included: the TensorRT backend refuses to load
+        # an engine whose I/O the config does not list in full.
         extra = ""
-        # Every engine / model tensor, neighbor_index included: the TensorRT backend refuses to load an
-        # engine whose I/O the config does not list in full.
-        io = _spec_io("input", inputs, batched=False) + _spec_io("output", outputs, batched=False)
     return (f"# {k} nearest references of each image's quality embedding (squared L2), with their known scores.\n"
-            f'name: "qfm_match"\n{head}max_batch_size: 0\n' + io
+            f'name: "{io_names.MATCH_MODEL}"\n{head}max_batch_size: 0\n'
+            + _spec_io("input", inputs, batched=False) + _spec_io("output", outputs, batched=False)
             + f"instance_group [ {{ kind: {kind} count: 1 }} ]\n" + extra)
 
 
-def ensemble_config(target: str, dim: int, k: int) -> str:
-    match_in = "EMBEDDING" if target == "cpu-pip" else "query"
-
+def ensemble_config(dim: int, k: int) -> str:
+    """Two steps; every tensor keeps its name from the model that makes it, so the maps are identities."""
     def step(model, inputs, outputs):
-        maps = "".join(f'      input_map {{ key: "{a}" value: "{b}" }}\n' for a, b in inputs)
-        maps += "".join(f'      output_map {{ key: "{a}" value: "{b}" }}\n' for a, b in outputs)
+        maps = "".join(f'      input_map {{ key: "{a}" value: "{a}" }}\n' for a in inputs)
+        maps += "".join(f'      output_map {{ key: "{a}" value: "{a}" }}\n' for a in outputs)
         return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
-    steps = [
-        step("qfm_preprocess", [("IMAGE", "IMAGE")], [("CROPS", "crops"), ("CROP_COUNTS", "crop_counts"),
-                                                     ("ITEM_ERROR", "ITEM_ERROR")]),
-        step("qfm_student", [("image", "crops")], [("score", "crop_scores"), ("embedding", "crop_embeddings")]),
-        step("qfm_aggregate", [("CROP_SCORES", "crop_scores"), ("CROP_EMBEDDINGS", "crop_embeddings"),
-                               ("CROP_COUNTS", "crop_counts")], [("SCORE", "SCORE"), ("EMBEDDING", "EMBEDDING")]),
-        step("qfm_match", [(match_in, "EMBEDDING")], [("neighbor_ids", "NEIGHBOR_IDS"),
-                                                       ("neighbor_scores", "NEIGHBOR_SCORES"),
-                                                       ("neighbor_distances", "NEIGHBOR_DISTANCES")]),
-    ]
-    return ("# Image bytes in, scores and nearest references out. Send N images as one IMAGE tensor [N].\n"
-            "# ITEM_ERROR[i] is empty when image i was scored, else \"CODE: message\" and its other outputs are void.\n"
-            'name: "qfm_iqm"\nplatform: "ensemble"\nmax_batch_size: 0\n'
-            + _io("input", [("IMAGE", "TYPE_STRING", [-1])])
-            + _io("output", [("SCORE", "TYPE_FP32", [-1]), ("EMBEDDING", "TYPE_FP32", [-1, dim]),
-                             ("ITEM_ERROR", "TYPE_STRING", [-1]), ("NEIGHBOR_IDS", "TYPE_INT64", [-1, k]), ("NEIGHBOR_SCORES", "TYPE_FP32", [-1, k]),
-                             ("NEIGHBOR_DISTANCES", "TYPE_FP32", [-1, k])])
+    steps = [step(io_names.SCORE_MODEL, [io_names.IMAGE], io_names.SCORE_OUTPUTS),
+             step(io_names.MATCH_MODEL, [io_names.MATCH_QUERY], io_names.NEIGHBOR_OUTPUTS)]
+    inputs, outputs = io_names.ensemble_io(dim, k)
+    limit = RequestLimits().max_images
+    return (f"# Image bytes in, scores and nearest references out. Send N <= {limit} images as one {io_names.IMAGE} tensor [N].\n"
+            f"# {io_names.ITEM_ERROR}[i] is empty when image i was scored, else \"CODE: message\" and its other outputs are void.\n"
+            f'name: "{io_names.ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+            + _spec_io("input", inputs, batched=False) + _spec_io("output", outputs, batched=False)
             + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n")
 
 
@@ -182,61 +172,77 @@ def _require(path: Path | None, what: str, how: str) -> Path:
 
 
 def write_repository(target: str, checkpoint: Path, out: Path, bank: Path, onnx: Path | None = None,
-                     plan: Path | None = None, k: int = 5, grid: int = 3, version: int = 1,
+                     plan: Path | None = None, k: int = 5, version: int = 1,
                      match_plan: Path | None = None) -> dict:
+    """Write every model of `target` into `out`; raises MissingArtifact, CropPlanError or
+    BankMismatch (ValueErrors) with the command that fixes it."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}")
     ckpt_cfg = _require(checkpoint / "config.json", "student checkpoint config",
                         "python training/package_model.py (or use models/qfm_iqm)")
+    weights = _require(checkpoint / "model.safetensors", "student weights", "python training/package_model.py")
     student = json.loads(ckpt_cfg.read_text())["student"]
-    size, dim = student["input_size"], student["embed_dim"]
+    crop_plan = read_plan(ckpt_cfg)
+    size, dim = crop_plan.size, student["embed_dim"]
     bank = _require(bank, "reference bank", "python export/build_bank.py --checkpoint ... --dataset livec --out build/bank.safetensors")
     if target == "gpu-ngc":
         plan = _require(plan, "TensorRT FP16 engine", "python export/build_engine.py --onnx build/qfm_student_fp16.onnx ...")
     else:
         onnx = _require(onnx, "FP32 ONNX student", "python export/to_onnx.py --checkpoint models/qfm_iqm --out build/")
+    if match_plan is not None and target != "gpu-ngc":
+        raise ValueError("--match-plan is a TensorRT engine: only for --target gpu-ngc")
     bank_data = load_bank(bank)
+    identity = {"student_sha256": sha256_file(weights), "crop_plan": crop_plan.to_dict(), "checkpoint": str(checkpoint)}
+    check_identity(bank_data, identity["student_sha256"], crop_plan, f"repository {out} ({checkpoint})")
     if bank_data["embeddings"].shape[1] != dim:
         raise ValueError(f"bank dim {bank_data['embeddings'].shape[1]} != student embedding dim {dim}")
     if len(bank_data["ids"]) < k:
         raise ValueError(f"bank has {len(bank_data['ids'])} entries, fewer than k={k}")
+    if match_plan is not None:
+        match_plan = _require(match_plan, "match engine", "python export/build_match_engine.py ...")
+        built = Path(str(match_plan) + ".json")
+        engine_bank = json.loads(built.read_text()).get("bank_sha256") if built.exists() else None
+        if engine_bank != sha256_file(bank):
+            raise BankMismatch(f"match engine {match_plan} was built from bank {engine_bank or 'unrecorded'} "
+                               f"({built.name}), not from {bank}: rebuild it with export/build_match_engine.py --bank {bank}")
 
-    configs = {"qfm_preprocess": preprocess_config(target, grid, size), "qfm_student": student_config(target, size, dim),
-               "qfm_aggregate": aggregate_config(dim), "qfm_match": match_config(target, dim, k, match_plan is not None),
-               "qfm_iqm": ensemble_config(target, dim, k)}
+    configs = {io_names.SCORE_MODEL: score_config(target, crop_plan, dim),
+               io_names.STUDENT_MODEL: student_config(target, size, dim),
+               io_names.MATCH_MODEL: match_config(target, dim, k, match_plan is not None),
+               io_names.ENSEMBLE: ensemble_config(dim, k)}
+    python_models = {io_names.SCORE_MODEL} | ({io_names.STUDENT_MODEL, io_names.MATCH_MODEL} if target == "cpu-pip" else set())
     out.mkdir(parents=True, exist_ok=True)
     for name, text in configs.items():
         vdir = out / name / str(version)
         vdir.mkdir(parents=True, exist_ok=True)
         (out / name / "config.pbtxt").write_text(text)
         src = REPO_SOURCES / name / "1" / "model.py"
-        uses_python = name in PY_MODELS or (target == "cpu-pip" and name in ("qfm_student", "qfm_match"))
-        if uses_python and src.resolve() != (vdir / "model.py").resolve():
+        if name in python_models and src.resolve() != (vdir / "model.py").resolve():
             shutil.copyfile(src, vdir / "model.py")
-    shutil.copyfile(ckpt_cfg, out / "qfm_preprocess" / str(version) / "student_config.json")
-    sdir, mdir = out / "qfm_student" / str(version), out / "qfm_match" / str(version)
+    write_json(out / io_names.SCORE_MODEL / str(version) / IDENTITY_FILE, identity)
+    sdir, mdir = out / io_names.STUDENT_MODEL / str(version), out / io_names.MATCH_MODEL / str(version)
     if target == "gpu-ngc":
         shutil.copyfile(plan, sdir / "model.plan")
     else:
-        onnx_export.with_uint8_input(onnx, sdir / "model.onnx", student["mean"], student["std"])
+        onnx_export.with_uint8_input(onnx, sdir / "model.onnx", crop_plan.mean, crop_plan.std)
     if target == "cpu-pip":
         match_onnx.save(match_onnx.build_match_model(dim, k), mdir / "match.onnx")
         shutil.copyfile(bank, mdir / "bank.safetensors")
+        write_json(mdir / IDENTITY_FILE, identity)   # qfm_match checks the bank against it on load
     elif match_plan is not None:
-        if target != "gpu-ngc":
-            raise ValueError("--match-plan is a TensorRT engine: only for --target gpu-ngc")
-        shutil.copyfile(_require(match_plan, "match engine", "python export/build_match_engine.py ..."), mdir / "model.plan")
+        shutil.copyfile(match_plan, mdir / "model.plan")
     else:
         model = match_onnx.build_match_model(dim, k, bank=bank_data["embeddings"], bank_scores=bank_data["scores"],
                                              bank_ids=bank_data["ids"])
         match_onnx.save(model, mdir / "match.onnx")
-    return {"target": target, "out": str(out), "models": sorted(configs), "version": version, "k": k, "grid": grid}
+    return {"target": target, "out": str(out), "models": sorted(configs), "version": version, "k": k,
+            "crop_plan": crop_plan.describe(), "student_sha256": identity["student_sha256"]}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--target", required=True, choices=TARGETS)
-    ap.add_argument("--checkpoint", required=True, type=Path, help="student folder (its config.json drives preprocessing)")
+    ap.add_argument("--checkpoint", required=True, type=Path, help="student folder (its config.json holds the crop plan the server applies)")
     ap.add_argument("--bank", required=True, type=Path, help="reference bank (export/build_bank.py)")
     ap.add_argument("--onnx", type=Path, help="FP32 ONNX student (cpu-pip, cpu-ngc)")
     ap.add_argument("--plan", type=Path, help="FP16 TensorRT engine (gpu-ngc)")
@@ -244,13 +250,12 @@ def main(argv=None) -> int:
                     "default: the ONNX match model on the onnxruntime backend")
     ap.add_argument("--out", required=True, type=Path, help="repository folder")
     ap.add_argument("--k", type=int, default=5, help="neighbours returned per image")
-    ap.add_argument("--grid", type=int, default=3, help="n x n crops per image")
     ap.add_argument("--version", type=int, default=1, help="model version folder to write")
     args = ap.parse_args(argv)
     try:
         info = write_repository(args.target, args.checkpoint, args.out, args.bank, args.onnx, args.plan,
-                                args.k, args.grid, args.version, match_plan=args.match_plan)
-    except (MissingArtifact, ValueError) as e:
+                                args.k, args.version, match_plan=args.match_plan)
+    except (MissingArtifact, ValueError) as e:   # CropPlanError and BankMismatch are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(info))

@@ -22,6 +22,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from qfm_core import io_names
 from training.cli import HelpFormatter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ CACHE = Path(os.environ.get("QFM_TRITON_CACHE", REPO_ROOT / ".cache"))
 SERVER_DIR = CACHE / "tritonserver"
 LIBS_DIR = CACHE / "nvidia_pytriton.libs"
 WHEEL = "nvidia-pytriton==0.7.0"
-DEFAULT_MODELS = ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match", "qfm_iqm")
+DEFAULT_MODELS = io_names.MODELS
 
 
 class ServerError(RuntimeError):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from qfm_core import io_names
 from training.data.registry import LIVEC_DEV_ROOT as LIVEC_DEV  # where ../shared is named, once
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +57,19 @@ def livec_dev():
     return LIVEC_DEV
 
 
+def bundle_with_grid(out: Path, grid: int) -> Path:
+    """A copy of the bundled student whose crop plan has another grid: a new plan is written
+    with the weights (as training/package_model.py --grid does), never passed to one tool."""
+    import json
+    import shutil
+
+    shutil.copytree(BUNDLE, out)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["crop_plan"]["grid"] = grid
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
 @pytest.fixture(scope="session")
 def fast_repo(tmp_path_factory, exported, livec_dev):
     """cpu-pip Triton repository with one crop per image, so thousand-image jobs stay quick.
@@ -63,11 +77,12 @@ def fast_repo(tmp_path_factory, exported, livec_dev):
     from export import triton_repo
 
     out = tmp_path_factory.mktemp("fast_repo")
-    r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "12",
-                   "--grid", "1", "--out", out / "bank.safetensors")
+    student = bundle_with_grid(out / "student_grid1", 1)
+    r = run_script("export/build_bank.py", "--checkpoint", student, "--dataset", "livec", "--limit", "12",
+                   "--out", out / "bank.safetensors")
     assert r.returncode == 0, r.stderr[-2000:]
-    triton_repo.write_repository("cpu-pip", BUNDLE, out / "repo", out / "bank.safetensors",
-                                 onnx=exported / "qfm_student_fp32.onnx", grid=1, k=3)
+    triton_repo.write_repository("cpu-pip", student, out / "repo", out / "bank.safetensors",
+                                 onnx=exported / "qfm_student_fp32.onnx", k=3)
     return out / "repo"
 
 
@@ -77,7 +92,7 @@ def infer_images(url: str, blobs: list[bytes], outputs=None, timeout: float = 12
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
-    inp = grpcclient.InferInput("IMAGE", [len(blobs)], "BYTES")
+    inp = grpcclient.InferInput(io_names.IMAGE, [len(blobs)], "BYTES")
     inp.set_data_from_numpy(np.array(blobs, dtype=object))
     wanted = None if outputs is None else [grpcclient.InferRequestedOutput(o) for o in outputs]
-    return client.infer("qfm_iqm", [inp], outputs=wanted, client_timeout=timeout)
+    return client.infer(io_names.ENSEMBLE, [inp], outputs=wanted, client_timeout=timeout)

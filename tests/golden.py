@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CSV = Path(__file__).with_name("golden_scores.csv")
 BUNDLE = REPO / "models" / "qfm_iqm"
-GRID = 3
 STAGES = ("torch_fp32", "onnx_fp32", "onnx_fp16", "served")
 # Per-stage tolerance on the 0..100 scale: FP32 arithmetic differs across CPUs' vector units only in
 # the last bits; FP16 kernels differ more between ONNX Runtime builds. A retrained or re-exported
@@ -37,7 +36,7 @@ ITEMS = ["livec:images/100.png", "livec:images/103.png", "livec:images/104.png",
 def load(item: str) -> np.ndarray:
     """The fixture image (H, W, 3) uint8."""
     from training.data.registry import LIVEC_DEV_ROOT
-    from training.transforms import load_rgb
+    from qfm_core.crops import load_rgb
     kind, *spec = item.split(":")
     if kind == "livec":
         return load_rgb(LIVEC_DEV_ROOT / spec[0])
@@ -58,27 +57,26 @@ def png(img: np.ndarray) -> bytes:
 
 
 def torch_scores(checkpoint: Path = BUNDLE) -> np.ndarray:
-    from training.checkpoint import load_student
+    from training.checkpoint import load_plan, load_student
     from training.inference import predict_images
-    return predict_images(load_student(checkpoint).float(), [load(i) for i in ITEMS], grid=GRID, progress=False)
+    return predict_images(load_student(checkpoint).float(), [load(i) for i in ITEMS], load_plan(checkpoint),
+                          progress=False)
 
 
 def offline_scores(onnx_dir: Path) -> dict[str, np.ndarray]:
     """PyTorch FP32 and ONNX Runtime FP32 / FP16 scores of ITEMS."""
     import onnxruntime as ort
 
-    from export import io_names
-    from training.checkpoint import load_student
-    from training.transforms import grid_crops, normalize
+    from qfm_core import io_names
+    from training.checkpoint import load_plan
     images = [load(i) for i in ITEMS]
     out = {"torch_fp32": torch_scores()}
-    cfg = load_student(BUNDLE).cfg
+    plan = load_plan(BUNDLE)
     for precision in ("fp32", "fp16"):
         sess = ort.InferenceSession(str(onnx_dir / f"qfm_student_{precision}.onnx"), providers=["CPUExecutionProvider"])
         dtype = np.float16 if precision == "fp16" else np.float32
         out[f"onnx_{precision}"] = np.array([
-            float(sess.run([io_names.SCORE], {io_names.INPUT: normalize(grid_crops(img, cfg.input_size, GRID),
-                                                          cfg.mean, cfg.std).astype(dtype)})[0].mean())
+            float(sess.run([io_names.CROP_SCORES], {io_names.CROPS: plan.normalize(plan.crops(img)).astype(dtype)})[0].mean())
             for img in images])
     return out
 
@@ -86,9 +84,10 @@ def offline_scores(onnx_dir: Path) -> dict[str, np.ndarray]:
 def served_scores(grpc_url: str) -> np.ndarray:
     sys.path.insert(0, str(Path(__file__).parent))
     from conftest import infer_images
-    result = infer_images(grpc_url, [png(load(i)) for i in ITEMS], outputs=["SCORE", "EMBEDDING", "ITEM_ERROR"])
-    assert not any(result.as_numpy("ITEM_ERROR")), result.as_numpy("ITEM_ERROR")
-    return result.as_numpy("SCORE").astype(np.float64)
+    from qfm_core import io_names
+    result = infer_images(grpc_url, [png(load(i)) for i in ITEMS], outputs=io_names.SCORE_OUTPUTS)
+    assert not any(result.as_numpy(io_names.ITEM_ERROR)), result.as_numpy(io_names.ITEM_ERROR)
+    return result.as_numpy(io_names.SCORE).astype(np.float64)
 
 
 def read() -> dict[str, dict[str, float]]:
@@ -111,7 +110,7 @@ def main() -> int:
         assert r.returncode == 0, r.stderr[-2000:]
         scores = offline_scores(tmp)
         triton_repo.write_repository("cpu-pip", BUNDLE, tmp / "repo", tmp / "bank.safetensors",
-                                     onnx=tmp / "qfm_student_fp32.onnx", grid=GRID)
+                                     onnx=tmp / "qfm_student_fp32.onnx")
         with TritonServer(tmp / "repo") as server:
             scores["served"] = served_scores(server.grpc_url)
     with CSV.open("w", newline="") as f:

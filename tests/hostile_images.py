@@ -1,7 +1,7 @@
 """A generated corpus of hostile and odd image files, each with the outcome the server owes it.
 
 `corpus()` returns [(name, bytes, expected)] where expected is "ok" (a finite score) or the
-per-image error code of training/image_guard.py; "ok|CORRUPT" where a decoder may legitimately
+per-image error code of core/qfm_core/image_guard.py; "ok|CORRUPT" where a decoder may legitimately
 either recover or refuse. Everything is built in memory from a seeded photograph-like picture;
 bombs are crafted headers (a huge declared size over a few bytes of data), so the corpus itself
 is small (about 35 MB, most of it the one over-the-byte-limit file).
@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from training.image_guard import Limits
+from qfm_core.image_guard import Limits
 
 
 def _picture(w: int, h: int, seed: int = 0) -> Image.Image:

@@ -9,7 +9,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export import io_names, match_onnx
+from export import match_onnx
+from qfm_core import io_names
 from export.build_engine import EngineBuilder
 from export.build_match_engine import add_match_layers
 from export.triton_repo import match_config, student_config

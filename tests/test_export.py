@@ -6,11 +6,12 @@ import onnx
 import pytest
 
 from conftest import BUNDLE, run_script as _run, run_scripts
-from export import io_names, onnx_export, parity
+from export import onnx_export, parity
+from qfm_core import io_names
 from export.build_engine import fp32_weight_nodes
 from export.onnx_export import check
 from training.checkpoint import load_student
-from training.transforms import channels_first, grid_crops, load_rgb, normalize
+from qfm_core.crops import channels_first, grid_crops, load_rgb, normalize
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +22,9 @@ def model():
 def test_onnx_signatures(exported):
     for precision, in_dtype in (("fp32", "float"), ("fp16", "float16")):
         sig = check(exported / f"qfm_student_{precision}.onnx")
-        assert sig["inputs"] == {io_names.INPUT: {"dtype": in_dtype, "shape": [io_names.BATCH_AXIS, 3, 224, 224]}}
-        assert sig["outputs"] == {io_names.SCORE: {"dtype": "float", "shape": [io_names.BATCH_AXIS]},
-                                  io_names.EMBEDDING: {"dtype": "float", "shape": [io_names.BATCH_AXIS, 384]}}
+        assert sig["inputs"] == {io_names.CROPS: {"dtype": in_dtype, "shape": [io_names.BATCH_AXIS, 3, 224, 224]}}
+        assert sig["outputs"] == {io_names.CROP_SCORES: {"dtype": "float", "shape": [io_names.BATCH_AXIS]},
+                                  io_names.CROP_EMBEDDINGS: {"dtype": "float", "shape": [io_names.BATCH_AXIS, 384]}}
     fp16 = onnx.load(str(exported / "qfm_student_fp16.onnx"))
     # FP16 weights, not FP32 with casts, except in the backbone stages the report says were kept
     # FP32 for parity (and those only if pure FP16 missed the limits: at most the stem + 2 blocks).
@@ -103,7 +104,7 @@ def test_uint8_serving_model_normalises_like_the_preprocess(exported, model, liv
     crops = np.concatenate([grid_crops(load_rgb(livec_dev / r.split(",")[0]), 224, 2) for r in rows])
     u8 = tmp_path / "u8.onnx"
     onnx_export.with_uint8_input(exported / "qfm_student_fp32.onnx", u8, model.cfg.mean, model.cfg.std)
-    assert check(u8)["inputs"][io_names.INPUT]["dtype"] == "uint8"
+    assert check(u8)["inputs"][io_names.CROPS]["dtype"] == "uint8"
     ref = parity.run_torch(model, normalize(crops, model.cfg.mean, model.cfg.std))
     got = parity.compare(ref, parity.run_onnx(parity.ort_session(u8), np.ascontiguousarray(channels_first(crops)), 5))
     assert got["max_abs_score_diff"] <= 1e-3 and got["min_embedding_cosine"] > 0.99999, got
@@ -120,9 +121,9 @@ def test_tensorrt_rtx_builds_the_student(exported, tmp_path, precision, cc):
     meta = json.loads(engine.with_name(engine.name + ".json").read_text())
     assert meta["precision"] == precision and meta["compute_capability"] == cc
     io = {t["name"]: t for t in meta["io"]}
-    assert io[io_names.INPUT]["dtype"] == ("half" if precision == "fp16" else "float")
-    assert io[io_names.INPUT]["shape"] == [-1, 3, 224, 224]  # dynamic batch
-    assert io[io_names.SCORE]["dtype"] == "float" and io[io_names.EMBEDDING]["shape"] == [-1, 384]
+    assert io[io_names.CROPS]["dtype"] == ("half" if precision == "fp16" else "float")
+    assert io[io_names.CROPS]["shape"] == [-1, 3, 224, 224]  # dynamic batch
+    assert io[io_names.CROP_SCORES]["dtype"] == "float" and io[io_names.CROP_EMBEDDINGS]["shape"] == [-1, 384]
     assert meta["profiles"][0]["min"][0] == 1 and meta["profiles"][0]["max"][0] == 64
     assert meta["engine_sha256"] and meta["onnx_sha256"]
 
@@ -142,9 +143,9 @@ def test_unsupported_op_reports_the_parser_errors(tmp_path):
     """A well-formed ONNX that TensorRT's parser rejects: its errors are printed, exit is non-zero."""
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info(io_names.INPUT, TensorProto.FLOAT16, ["batch", 3, 224, 224])
-    y = helper.make_tensor_value_info(io_names.SCORE, TensorProto.FLOAT, ["batch"])
-    node = helper.make_node("QfmNoSuchOp", [io_names.INPUT], [io_names.SCORE], domain="qfm.test")
+    x = helper.make_tensor_value_info(io_names.CROPS, TensorProto.FLOAT16, ["batch", 3, 224, 224])
+    y = helper.make_tensor_value_info(io_names.CROP_SCORES, TensorProto.FLOAT, ["batch"])
+    node = helper.make_node("QfmNoSuchOp", [io_names.CROPS], [io_names.CROP_SCORES], domain="qfm.test")
     model = helper.make_model(helper.make_graph([node], "bad", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("qfm.test", 1)])
     path = tmp_path / "unsupported.onnx"

@@ -94,7 +94,7 @@ def test_reference_topk_orders_ties_by_index_and_padding_changes_nothing():
 
 
 def test_match_engine_builder_says_what_is_missing(tmp_path):
-    from export.bank import save_bank
+    from qfm_core.bank import save_bank
     bank = tmp_path / "bank.safetensors"
     save_bank(bank, np.zeros((10, 384), np.float32), np.zeros(10, np.float32), [f"x{i}" for i in range(10)], {})
     out = run_script("export/build_match_engine.py", "--bank", bank, "--engine", tmp_path / "m.plan")

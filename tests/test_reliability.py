@@ -26,7 +26,7 @@ from conftest import REPO, infer_images
 from export.triton_server import TritonServer, free_port
 from hostile_images import corpus, matches
 from qfm_client import QFMClient
-from training.image_guard import ImageRejected, decode_untrusted
+from qfm_core.image_guard import ImageRejected, decode_untrusted
 
 CORPUS = corpus()
 

@@ -14,9 +14,9 @@ import tritonclient.grpc as grpcclient
 
 from conftest import BUNDLE, REPO, infer_images, run_script
 from export import triton_repo
-from export.bank import load_bank
+from qfm_core.bank import load_bank
 from export.triton_server import TritonServer
-from training.transforms import grid_crops, load_rgb, normalize
+from qfm_core.crops import grid_crops, load_rgb, normalize
 
 SAMPLES = ["100.png", "1001.JPG", "1003.JPG", "1004.JPG", "105.png"]
 

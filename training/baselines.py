@@ -26,9 +26,9 @@ from tqdm import tqdm
 from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.data.splits import protocol_split
-from training.files import write_json
+from qfm_core.files import write_json
 from training.metrics import iqa_metrics
-from training.transforms import load_rgb
+from qfm_core.crops import load_rgb
 
 
 @torch.no_grad()

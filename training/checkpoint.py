@@ -1,7 +1,8 @@
 """Checkpoints as safetensors + JSON (never pickle), written atomically.
 
 A model directory holds `model.safetensors` and `config.json` (the StudentConfig, so a
-checkpoint rebuilds its own architecture and preprocessing). Training state for resume lives in
+checkpoint rebuilds its own architecture, and the crop plan its scores are defined by, so
+evaluation, banks and serving crop its inputs the same way). Training state for resume lives in
 a separate folder: `optimizer.safetensors` + `trainer.json`.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.files import atomic_path, write_json
+from qfm_core.crop_plan import DEFAULT_GRID, CropPlan, read_plan
+from qfm_core.files import atomic_path, write_json
 from training.models.registry import StudentConfig
 from training.models.student import QFMStudent
 
@@ -28,15 +30,25 @@ def _atomic_safetensors(tensors: dict, path: Path, metadata: dict | None = None)
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def save_student(model: QFMStudent, out_dir: str | Path, dtype: torch.dtype = torch.float32, extra: dict | None = None) -> None:
+def student_plan(cfg: StudentConfig, grid: int = DEFAULT_GRID) -> CropPlan:
+    """The crop plan of a student evaluated on grid x grid crops of its input size."""
+    return CropPlan(size=cfg.input_size, grid=grid, mean=cfg.mean, std=cfg.std)
+
+
+def load_plan(ckpt_dir: str | Path) -> CropPlan:
+    return read_plan(Path(ckpt_dir) / "config.json")
+
+
+def save_student(model: QFMStudent, out_dir: str | Path, dtype: torch.dtype = torch.float32, extra: dict | None = None,
+                 grid: int = DEFAULT_GRID) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     _atomic_safetensors(state, out / "model.safetensors", {"format": FORMAT})
     cfg = model.cfg.to_dict()
-    _atomic_json({"format": FORMAT, "student": cfg, "weights_dtype": str(dtype).replace("torch.", ""),
-                  **(extra or {})}, out / "config.json")
+    _atomic_json({"format": FORMAT, "student": cfg, "crop_plan": student_plan(model.cfg, grid).to_dict(),
+                  "weights_dtype": str(dtype).replace("torch.", ""), **(extra or {})}, out / "config.json")
 
 
 def load_student(ckpt_dir: str | Path, device: str = "cpu") -> QFMStudent:

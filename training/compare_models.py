@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import load_student
+from training.checkpoint import load_plan, load_student
 from training.cli import HelpFormatter
 from training.data.registry import load_dataset
-from training.files import atomic_path
+from qfm_core.files import atomic_path
 from training.inference import predict_meta
 from training.metrics import iqa_report, paired_difference
 
@@ -33,7 +33,6 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", required=True, help="registered name or a CSV path")
     ap.add_argument("--root", type=Path, help="data set root; without it, the data set's registered location")
     ap.add_argument("--split", help="synthetic only: train, test or all (default test)")
-    ap.add_argument("--grid", type=int, default=3, help="n for the n x n evaluation crops (default 3)")
     ap.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ap.add_argument("--plot", type=Path, help="also draw both models' predictions against the labels to this PNG")
@@ -42,14 +41,15 @@ def main(argv=None) -> int:
         ap.error("--resamples must be at least 100")
     try:
         models = {"a": load_student(args.a), "b": load_student(args.b)}
+        plans = {"a": load_plan(args.a), "b": load_plan(args.b)}
         meta = load_dataset(args.dataset, args.root, args.split)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     target = np.asarray(meta.normalized_scores()) * 100.0
-    preds = {k: predict_meta(m, meta, grid=args.grid) for k, m in models.items()}
+    preds = {k: predict_meta(m, meta, plans[k]) for k, m in models.items()}
     refs = [s.ref_id for s in meta.samples]
-    result = {"a": str(args.a), "b": str(args.b), "dataset": args.dataset, **meta.extra, "grid": args.grid}
+    result = {"a": str(args.a), "b": str(args.b), "dataset": args.dataset, **meta.extra, "crop_plans": {k: p.to_dict() for k, p in plans.items()}}
     for k, p in preds.items():
         result[f"metrics_{k}"] = iqa_report(p, target, refs)
     result["difference_a_minus_b"] = {

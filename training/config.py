@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from qfm_core.crop_plan import DEFAULT_GRID
+
 DEFAULTS = {
     "seed": 0,
     "student": {"name": "qfm_lite0"},  # plus any StudentConfig field as an override
@@ -14,7 +16,7 @@ DEFAULTS = {
         # each: {dataset: NAME_OR_CSV, split: train|test|all (synthetic only), root: ..., samples_per_epoch: N}
         "train": [{"dataset": "synthetic", "split": "train"}],
         "val": {"dataset": "synthetic", "split": "test"},
-        "eval_grid": 3,  # n x n evaluation crops per image
+        "eval_grid": DEFAULT_GRID,  # n x n evaluation crops per image, written into the checkpoint's crop plan
         "dither": 0,  # max grey levels of label-keeping random dither on half the training crops
     },
     "train": {"epochs": 10, "batch_size": 32, "lr": 3e-4, "backbone_lr_scale": 0.3, "weight_decay": 0.01,

@@ -10,7 +10,8 @@ from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
 from training.data.meta import MetaInfo
-from training.transforms import load_rgb, normalize, random_crop
+from qfm_core.crops import load_rgb, normalize
+from training.augment import random_crop
 
 LABEL_KINDS = ("absolute", "within_reference")
 

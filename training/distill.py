@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from training.checkpoint import load_student
+from training.checkpoint import load_student, student_plan
 from training.cli import HelpFormatter
 from training.config import config_from_dict
 from training.data.meta import MetaInfo, Sample, ScoreScale, write_meta_csv
 from training.data.readers import read_generic_csv
 from training.data.registry import load_dataset
 from training.data.splits import protocol_split
-from training.files import write_json
+from qfm_core.files import write_json
 from training.inference import predict_images
 from training.trainer import fit
-from training.transforms import load_rgb
+from qfm_core.crops import load_rgb
 
 KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse")
 
@@ -56,7 +56,7 @@ def label_pool(teacher_dir: Path, pool: MetaInfo, grid: int, out_csv: Path) -> M
             return cached
     teacher = load_student(teacher_dir)
     images = (load_rgb(s.path) for s in pool.samples)
-    scores = predict_images(teacher, images, grid=grid, desc="teacher labels pool")
+    scores = predict_images(teacher, images, student_plan(teacher.cfg, grid), desc="teacher labels pool")
     labelled = MetaInfo("teacher_pool", [Sample(s.path, float(v), "", None) for s, v in zip(pool.samples, scores)],
                         ScoreScale(0.0, 100.0), "random")
     write_meta_csv(labelled, out_csv)

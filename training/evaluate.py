@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.checkpoint import load_student_and_dataset
+from training.checkpoint import load_plan, load_student_and_dataset
 from training.cli import HelpFormatter
 from training.inference import predict_meta
 from training.metrics import iqa_report
@@ -30,18 +30,18 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", required=True, help="registered name (livec, synthetic, koniq10k, ...) or a CSV path")
     ap.add_argument("--root", type=Path, help="data set root; without it, the data set's registered location")
     ap.add_argument("--split", help="synthetic only: train, test or all (default test)")
-    ap.add_argument("--grid", type=int, default=3, help="n for the n x n evaluation crops")
     ap.add_argument("--predictions", type=Path, help="also write per-image predictions to this CSV")
     args = ap.parse_args(argv)
     try:
         model, meta = load_student_and_dataset(args.checkpoint, args.dataset, args.root, args.split)
+        plan = load_plan(args.checkpoint)
     except (FileNotFoundError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    pred = predict_meta(model, meta, grid=args.grid)
+    pred = predict_meta(model, meta, plan)
     target = np.asarray(meta.normalized_scores()) * 100.0
     result = {"checkpoint": str(args.checkpoint), "dataset": args.dataset, **meta.extra,
-              **iqa_report(pred, target, [s.ref_id for s in meta.samples]), "grid": args.grid}
+              **iqa_report(pred, target, [s.ref_id for s in meta.samples]), "crop_plan": plan.to_dict()}
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)

@@ -7,17 +7,17 @@ from tqdm import tqdm
 
 from training.data.meta import MetaInfo
 from training.models.student import QFMStudent
-from training.transforms import grid_crops, load_rgb, normalize
+from qfm_core.crop_plan import CropPlan
+from qfm_core.crops import load_rgb
 
 
 @torch.no_grad()
-def predict_images(model: QFMStudent, images, grid: int = 3, batch_size: int = 32, desc: str = "predict",
+def predict_images(model: QFMStudent, images, plan: CropPlan, batch_size: int = 32, desc: str = "predict",
                    progress: bool = True, embeddings: bool = False):
-    """Scores (0..100) of an iterable of HxWx3 uint8 images, each the mean over its crop grid.
+    """Scores (0..100) of an iterable of HxWx3 uint8 images, each the mean over its crops (plan).
     With `embeddings=True`, also each image's mean quality embedding (N, D), as the served
     ensemble's aggregate step computes it. Crops of several images share forward passes."""
     model.eval()
-    cfg = model.cfg
     scores, embs, pending = [], [], []
 
     def flush():
@@ -31,7 +31,7 @@ def predict_images(model: QFMStudent, images, grid: int = 3, batch_size: int = 3
         pending.clear()
 
     for img in tqdm(images, desc=desc, unit="img", disable=not progress, leave=False):
-        pending.append(normalize(grid_crops(img, cfg.input_size, grid), cfg.mean, cfg.std))
+        pending.append(plan.normalize(plan.crops(img)))
         if sum(len(p) for p in pending) >= batch_size:
             flush()
     if pending:
@@ -40,7 +40,7 @@ def predict_images(model: QFMStudent, images, grid: int = 3, batch_size: int = 3
     return (scores, np.stack(embs).astype(np.float32)) if embeddings else scores
 
 
-def predict_meta(model: QFMStudent, meta: MetaInfo, grid: int = 3, images=None, progress: bool = True,
+def predict_meta(model: QFMStudent, meta: MetaInfo, plan: CropPlan, images=None, progress: bool = True,
                  embeddings: bool = False):
     imgs = images if images is not None else (load_rgb(s.path) for s in meta.samples)
-    return predict_images(model, imgs, grid=grid, desc=f"eval {meta.name}", progress=progress, embeddings=embeddings)
+    return predict_images(model, imgs, plan, desc=f"eval {meta.name}", progress=progress, embeddings=embeddings)

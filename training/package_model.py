@@ -11,6 +11,7 @@ all LIVEC dev images and is never evaluated on them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.checkpoint import load_student, save_student
+from qfm_core.crop_plan import DEFAULT_GRID
+from training.checkpoint import load_plan, load_student, save_student
 from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.inference import predict_meta
@@ -51,20 +53,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="package folder, e.g. models/qfm_iqm")
     ap.add_argument("--protocol", type=Path, help="protocol.json (training/protocol.py) or distill.json "
                     "(training/distill.py) of the same recipe on the LIVEC 80/20 splits")
-    ap.add_argument("--grid", type=int, default=3, help="n x n evaluation crops")
+    ap.add_argument("--grid", type=int, default=DEFAULT_GRID, help="n x n evaluation crops: written into the package's "
+                    "crop plan, which evaluation, banks and the server then read")
     args = ap.parse_args(argv)
     model = load_student(args.run / "checkpoint")
     tmp = args.out.with_name(args.out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_student(model, tmp, dtype=torch.float16, extra={"source_run": str(args.run)})
+    save_student(model, tmp, dtype=torch.float16, extra={"source_run": str(args.run)}, grid=args.grid)
     packaged = load_student(tmp)  # evaluate exactly what ships (FP16-rounded weights)
     meta = load_dataset("synthetic", split="test")
     target, refs = np.asarray(meta.normalized_scores()) * 100, [s.ref_id for s in meta.samples]
     synthetic = {}
     # The shipped grid, and one centre crop: the figure `make test` recomputes in 1/9 of the time.
     for grid in dict.fromkeys((args.grid, 1)):
-        pred = predict_meta(packaged, meta, grid=grid)
+        pred = predict_meta(packaged, meta, dataclasses.replace(load_plan(tmp), grid=grid))
         synthetic[grid] = {**iqa_report(pred, target, refs), "grid": grid, "note": "SYNTHETIC held-out "
                            "photographs; labels from full-reference metrics, not human opinions"}
     metrics = {

@@ -19,7 +19,7 @@ from training.cli import HelpFormatter
 from training.config import load_config
 from training.data.registry import load_dataset
 from training.data.splits import run_protocol
-from training.files import write_json
+from qfm_core.files import write_json
 from training.sources import load_sources, train_source
 from training.trainer import fit
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from training.config import DEFAULTS
 from training.data.meta import MetaInfo
-from training.files import write_json
+from qfm_core.files import write_json
 
 
 def run_identity(cfg: dict, sources, val_meta: MetaInfo | None) -> dict:

@@ -25,6 +25,7 @@ from training.checkpoint import (
     load_student,
     load_training_state,
     save_student,
+    student_plan,
     save_training_state,
 )
 from training.data.meta import MetaInfo
@@ -35,7 +36,7 @@ from training.datasets import (
     as_train_source,
     reference_codes,
 )
-from training.files import atomic_path, write_json
+from qfm_core.files import atomic_path, write_json
 from training.inference import predict_images
 from training.metrics import iqa_metrics
 from training.models.registry import student_config
@@ -175,7 +176,7 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
         entry = {"epoch": epoch, "train_loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1),
                  "lr": sched.get_last_lr()[-1]}
         if val_cache is not None and (epoch % tc["eval_every"] == 0 or epoch == tc["epochs"]):
-            pred = predict_images(model, val_cache.images, grid=cfg["data"]["eval_grid"], desc="val")
+            pred = predict_images(model, val_cache.images, student_plan(model.cfg, cfg["data"]["eval_grid"]), desc="val")
             entry["val"] = iqa_metrics(pred, val_cache.targets)
         state["history"].append(entry)
         state["epoch"] = epoch
@@ -184,8 +185,8 @@ def fit(cfg: dict, out_dir: str | Path, train_sources, val_meta: MetaInfo | None
                                    for k, v in entry.items()}))
             # Checkpoint the model first, then the state that says the epoch is done: a crash
             # between the two only repeats an epoch, it never skips one.
-            save_student(model, out / "checkpoint", extra={"epoch": epoch, "seed": cfg["seed"],
-                                                           "processes": ctx.world})
+            save_student(model, out / "checkpoint", grid=cfg["data"]["eval_grid"],
+                         extra={"epoch": epoch, "seed": cfg["seed"], "processes": ctx.world})
             save_training_state(opt, state, state_dir, None if memory is None else memory.state_dict())
             plot_curves(state["history"], out / "curve.png")
         ctx.barrier()   # nobody starts the next epoch before rank 0 has saved this one

@@ -36,7 +36,7 @@ from training.data.synthetic.labels import (
     metrics_to_label,
 )
 from training.data.synthetic.photos import PHOTOS, load_photo
-from training.files import write_json
+from qfm_core.files import write_json
 
 # Further "zoomed" views of photos large enough for them (no upsampling): more content variety
 # from the same photographs, at the scales real photos are judged at.

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from training.files import atomic_path
+from qfm_core.files import atomic_path
 
 META_COLUMNS = ("image", "mos", "mos_std", "ref_id")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.files import atomic_path
+from qfm_core.files import atomic_path
 
 CACHE_DIR = Path(os.environ.get("QFM_WEIGHTS_CACHE", Path(__file__).resolve().parents[2] / "data_cache" / "weights"))
 

@@ -2,8 +2,12 @@
 standard-ops match model (export/match_onnx.py) with the bank as its second input, so replacing
 bank.safetensors and reloading the model is all a new bank takes.
 
-EMBEDDING (FP32, [N, D]) -> neighbor_ids (INT64, [N, k]), neighbor_scores (FP32, [N, k]),
-neighbor_distances (FP32, [N, k]) (the output names of the native-backend variant too).
+EMBEDDING (FP32, [N, D]) -> NEIGHBOR_IDS (INT64, [N, k]), NEIGHBOR_SCORES (FP32, [N, k]),
+NEIGHBOR_DISTANCES (FP32, [N, k]) (the output names of the native-backend variant too).
+
+The bank must come from the student this repository serves, with its crop plan
+(student_identity.json beside this file): another bank lives in another embedding space, so the
+model refuses to load, naming both identities.
 """
 import json
 from pathlib import Path
@@ -11,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
-from export.bank import load_bank
+
+from qfm_core import io_names
+from qfm_core.bank import BankMismatch, check_identity, load_bank
+from qfm_core.crop_plan import CropPlan
 
 
 class TritonPythonModel:
@@ -20,6 +27,12 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         here = Path(__file__).parent
         bank = load_bank(here / params.get("bank_file", "bank.safetensors"))   # clear errors on bad files
+        identity = json.loads((here / "student_identity.json").read_text())
+        try:
+            check_identity(bank, identity["student_sha256"], CropPlan.from_dict(identity["crop_plan"]),
+                           f"model {args['model_name']}")
+        except BankMismatch as e:
+            raise pb_utils.TritonModelException(str(e)) from e
         self.bank = np.ascontiguousarray(bank["embeddings"], np.float32)
         self.bank_scores, self.bank_ids = bank["scores"].astype(np.float32), bank["ids"].astype(np.int64)
         onnx_path = here / params.get("onnx_file", "match.onnx")
@@ -37,18 +50,25 @@ class TritonPythonModel:
         if len(self.bank) < k:
             raise pb_utils.TritonModelException(f"bank has {len(self.bank)} entries, fewer than k={k}")
 
+    def _answer(self, request):
+        q = pb_utils.get_input_tensor_by_name(request, io_names.MATCH_QUERY).as_numpy().astype(np.float32)
+        if q.ndim != 2 or q.shape[1] != self.bank.shape[1]:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                f"{io_names.MATCH_QUERY} must be [N, {self.bank.shape[1]}], got {list(q.shape)}",
+                pb_utils.TritonError.INVALID_ARG))
+        dist, idx = self.session.run([io_names.NEIGHBOR_DISTANCES, io_names.NEIGHBOR_INDEX],
+                                     {io_names.MATCH_QUERY: q, io_names.MATCH_BANK: self.bank})
+        return pb_utils.InferenceResponse([
+            pb_utils.Tensor(io_names.NEIGHBOR_IDS, self.bank_ids[idx]),
+            pb_utils.Tensor(io_names.NEIGHBOR_SCORES, self.bank_scores[idx]),
+            pb_utils.Tensor(io_names.NEIGHBOR_DISTANCES, dist.astype(np.float32))])
+
     def execute(self, requests):
         responses = []
         for request in requests:
-            q = pb_utils.get_input_tensor_by_name(request, "EMBEDDING").as_numpy().astype(np.float32)
-            if q.ndim != 2 or q.shape[1] != self.bank.shape[1]:
+            try:
+                responses.append(self._answer(request))
+            except Exception as e:   # this request's own error; the others are still answered
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"EMBEDDING must be [N, {self.bank.shape[1]}], got {list(q.shape)}",
-                    pb_utils.TritonError.INVALID_ARG)))
-                continue
-            dist, idx = self.session.run(["neighbor_distances", "neighbor_index"], {"query": q, "bank": self.bank})
-            responses.append(pb_utils.InferenceResponse([
-                pb_utils.Tensor("neighbor_ids", self.bank_ids[idx]),
-                pb_utils.Tensor("neighbor_scores", self.bank_scores[idx]),
-                pb_utils.Tensor("neighbor_distances", dist.astype(np.float32))]))
+                    f"{type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)))
         return responses

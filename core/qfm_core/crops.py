@@ -1,5 +1,6 @@
-"""Image decoding, crop plans and normalisation. Pure NumPy/Pillow so the serving preprocessor
-(triton_repo) can apply exactly the same evaluation crops as training's evaluation."""
+"""Image decoding, evaluation crops and normalisation. Pure NumPy/Pillow so the serving model
+(triton_repo/qfm_score) applies exactly the crops training's evaluation averages over; which
+crops (size, grid, mean/std) is the crop plan (crop_plan.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,16 +27,6 @@ def ensure_min_side(img: np.ndarray, size: int) -> np.ndarray:
     scale = size / min(h, w)
     new = (max(size, round(w * scale)), max(size, round(h * scale)))
     return np.asarray(Image.fromarray(img).resize(new, Image.BICUBIC))
-
-
-def random_crop(img: np.ndarray, size: int, rng: np.random.Generator, hflip: bool = True) -> np.ndarray:
-    img = ensure_min_side(img, size)
-    h, w = img.shape[:2]
-    top, left = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-    crop = img[top:top + size, left:left + size]
-    if hflip and rng.random() < 0.5:  # a mirror image has the same quality
-        crop = crop[:, ::-1]
-    return crop
 
 
 def grid_positions(length: int, size: int, n: int) -> list[int]:

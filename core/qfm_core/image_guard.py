@@ -29,12 +29,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")   # no EPS (Ghostscript), PSD, PDF, ...
 # Magic numbers of the allowed formats: a file that starts like one but will not open is CORRUPT,
-# anything else UNSUPPORTED_FORMAT. (The client package keeps its own copy: it cannot import this.)
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+# anything else UNSUPPORTED_FORMAT. The client checks the same before sending.
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The allowed format the first bytes announce, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
 
 
 def looks_allowed(data: bytes) -> bool:
-    return (data[:4] == b"RIFF" and data[8:12] == b"WEBP") or data.startswith(_MAGIC)
+    return sniff_format(data) is not None
 
 
 CODES = ("EMPTY", "TOO_MANY_BYTES", "UNSUPPORTED_FORMAT", "TOO_MANY_PIXELS", "TOO_SMALL", "BAD_ASPECT", "CORRUPT")
@@ -46,6 +54,27 @@ class Limits:
     max_pixels: int = 50_000_000        # a 8660 x 5773 photograph; decoded RGB is then 150 MB
     min_side: int = 16
     max_aspect: float = 20.0
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Per request: what one call to the ensemble may carry. A request over these is refused
+    whole with INVALID_ARG naming the limit (clients split their jobs below them); the server
+    scores crops in chunks, so its memory does not grow with max_images."""
+    max_images: int = 512
+    max_bytes: int = 256 * 1024 * 1024
+
+    def refusal(self, n_images: int, n_bytes: int) -> str | None:
+        """Why a request of this size is refused, or None."""
+        if n_images == 0:
+            return "the request has no images"
+        if n_images > self.max_images:
+            return (f"the request has {n_images} images; at most {self.max_images} per request: "
+                    f"split it into requests of {self.max_images} images or fewer")
+        if n_bytes > self.max_bytes:
+            return (f"the request carries {n_bytes} bytes; at most {self.max_bytes} per request: "
+                    "split it into smaller requests")
+        return None
 
 
 class ImageRejected(ValueError):

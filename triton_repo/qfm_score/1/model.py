@@ -1,0 +1,125 @@
+"""qfm_score: encoded image bytes -> one score and quality embedding per image.
+
+IMAGE (BYTES, [N]) -> SCORE (FP32, [N]), EMBEDDING (FP32, [N, D]), ITEM_ERROR (BYTES, [N]).
+
+For each image: decode the untrusted bytes under this model's limits (qfm_core.image_guard: a
+format allow-list, bytes, pixels, side, aspect; EXIF orientation; odd modes to RGB), cut the crops
+of the student's crop plan (student_identity.json beside this file, copied from the checkpoint),
+run them through qfm_student, and average per image. The crops go to qfm_student as BLS requests
+of at most `chunk_crops` crops (its max_batch_size), several in flight while the next images
+decode, so a request of any size up to RequestLimits.max_images is answered with bounded memory
+and the student's dynamic batcher still merges chunks of concurrent requests.
+
+Crops are raw UINT8 pixels where the student normalises in its graph (CPU targets), else
+normalised FP16 / FP32 (the `crop_dtype` parameter, from the student's input type).
+
+One bad image never fails its request: it gets ITEM_ERROR "CODE: message", SCORE NaN and a zero
+EMBEDDING (void). One bad request never fails the others of the same execution: it gets its own
+error response (INVALID_ARG when it is over the request limits, INTERNAL otherwise).
+"""
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from qfm_core import io_names
+from qfm_core.aggregate import mean_per_image
+from qfm_core.crop_plan import CropPlan
+from qfm_core.image_guard import ImageRejected, Limits, RequestLimits, decode_untrusted
+
+CROP_DTYPES = {"UINT8": np.uint8, "FP16": np.float16, "FP32": np.float32}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        identity = json.loads((Path(__file__).parent / "student_identity.json").read_text())
+        self.plan = CropPlan.from_dict(identity["crop_plan"])
+        self.crop_dtype = CROP_DTYPES[params["crop_dtype"]]
+        self.chunk_crops = int(params["chunk_crops"])
+        self.in_flight = int(params.get("chunks_in_flight", "2"))
+        if self.chunk_crops < self.plan.crops_per_image:
+            raise pb_utils.TritonModelException(f"chunk_crops {self.chunk_crops} < {self.plan.crops_per_image} "
+                                                "crops of one image: raise the student's max_batch_size")
+        self.dim = pb_utils.get_output_config_by_name(config, io_names.EMBEDDING)["dims"][-1]
+        image_defaults, request_defaults = Limits(), RequestLimits()
+        self.limits = Limits(max_bytes=int(params.get("max_image_bytes", image_defaults.max_bytes)),
+                             max_pixels=int(params.get("max_pixels", image_defaults.max_pixels)),
+                             min_side=int(params.get("min_side", image_defaults.min_side)),
+                             max_aspect=float(params.get("max_aspect", image_defaults.max_aspect)))
+        self.request_limits = RequestLimits(
+            max_images=int(params.get("max_images_per_request", request_defaults.max_images)),
+            max_bytes=int(params.get("max_request_bytes", request_defaults.max_bytes)))
+
+    def _crops(self, data: bytes) -> np.ndarray:
+        crops = self.plan.crops(decode_untrusted(data, self.limits))
+        if self.crop_dtype == np.uint8:
+            return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+        return self.plan.normalize(crops).astype(self.crop_dtype)
+
+    def _submit(self, crops: list) -> "asyncio.Future":
+        request = pb_utils.InferenceRequest(
+            model_name=io_names.STUDENT_MODEL,
+            requested_output_names=[io_names.CROP_SCORES, io_names.CROP_EMBEDDINGS],
+            inputs=[pb_utils.Tensor(io_names.CROPS, np.concatenate(crops))])
+        # async_exec hands the request to an executor thread at once: the student runs while
+        # this coroutine goes on decoding the next images.
+        return asyncio.ensure_future(request.async_exec())
+
+    @staticmethod
+    async def _collect(pending, scores, embeddings) -> None:
+        rows, counts, future = pending
+        response = await future
+        if response.has_error():
+            raise RuntimeError(f"scoring crops failed: {response.error().message()}")
+        crop_scores = pb_utils.get_output_tensor_by_name(response, io_names.CROP_SCORES).as_numpy().reshape(-1)
+        crop_embs = pb_utils.get_output_tensor_by_name(response, io_names.CROP_EMBEDDINGS).as_numpy()
+        scores[rows], embeddings[rows] = mean_per_image(crop_scores, crop_embs, np.asarray(counts))
+
+    async def _answer(self, request):
+        blobs = pb_utils.get_input_tensor_by_name(request, io_names.IMAGE).as_numpy().reshape(-1)
+        refusal = self.request_limits.refusal(len(blobs), sum(len(b) for b in blobs))
+        if refusal:
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG))
+        n = len(blobs)
+        scores = np.full(n, np.nan, np.float32)
+        embeddings = np.zeros((n, self.dim), np.float32)
+        problems = [""] * n
+        pending, chunk, rows, counts = [], [], [], []
+        for i, blob in enumerate(blobs):
+            try:
+                crops = self._crops(bytes(blob))
+            except ImageRejected as e:
+                problems[i] = str(e)
+                continue
+            except Exception as e:   # never let one image take the request (or the model) down
+                problems[i] = f"CORRUPT: {type(e).__name__}: {e}"
+                continue
+            if sum(counts) + len(crops) > self.chunk_crops:
+                pending.append((rows, counts, self._submit(chunk)))
+                chunk, rows, counts = [], [], []
+                if len(pending) > self.in_flight:
+                    await self._collect(pending.pop(0), scores, embeddings)
+            chunk.append(crops)
+            rows.append(i)
+            counts.append(len(crops))
+        if chunk:
+            pending.append((rows, counts, self._submit(chunk)))
+        for p in pending:
+            await self._collect(p, scores, embeddings)
+        return pb_utils.InferenceResponse([
+            pb_utils.Tensor(io_names.SCORE, scores), pb_utils.Tensor(io_names.EMBEDDING, embeddings),
+            pb_utils.Tensor(io_names.ITEM_ERROR, np.array([p.encode() for p in problems], dtype=np.object_))])
+
+    async def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                responses.append(await self._answer(request))
+            except Exception as e:   # this request's own error; the others are still answered
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"{type(e).__name__}: {e}", pb_utils.TritonError.INTERNAL)))
+        return responses
