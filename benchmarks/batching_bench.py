@@ -24,6 +24,7 @@ import numpy as np
 
 from training.cli import HelpFormatter
 from training.data.registry import LIVEC_DEV_ROOT
+from qfm_core import io_names
 
 VARIANTS = {
     "no_dynamic_batching": "",
@@ -34,7 +35,7 @@ VARIANTS = {
 
 def with_batching(src: Path, dst: Path, block: str) -> None:
     shutil.copytree(src, dst, symlinks=True)
-    cfg = dst / "qfm_student" / "config.pbtxt"
+    cfg = dst / io_names.STUDENT_MODEL / "config.pbtxt"
     text = re.sub(r"dynamic_batching \{[^}]*\}\n", block, cfg.read_text())
     cfg.write_text(text)
 
@@ -46,12 +47,12 @@ def run_load(url: str, blob: bytes, concurrency: int, seconds: float) -> dict:
 
     def worker():
         client = grpcclient.InferenceServerClient(url)
-        inp = grpcclient.InferInput("IMAGE", [1], "BYTES")
+        inp = grpcclient.InferInput(io_names.IMAGE, [1], "BYTES")
         inp.set_data_from_numpy(np.array([blob], dtype=object))
         while time.time() < stop:
             t = time.perf_counter()
             try:
-                client.infer("qfm_iqm", [inp], client_timeout=60)
+                client.infer(io_names.ENSEMBLE, [inp], client_timeout=60)
                 latencies.append(time.perf_counter() - t)
             except Exception as e:  # counted, reported
                 errors.append(repr(e))
@@ -90,9 +91,9 @@ def main(argv=None) -> int:
             with TritonServer(repo) as server:
                 run_load(server.grpc_url, blob, args.concurrency, 3.0)  # warm-up
                 client = grpcclient.InferenceServerClient(server.grpc_url)
-                before = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
+                before = client.get_inference_statistics(io_names.STUDENT_MODEL, as_json=True)["model_stats"][0]
                 res = run_load(server.grpc_url, blob, args.concurrency, args.seconds)
-                after = client.get_inference_statistics("qfm_student", as_json=True)["model_stats"][0]
+                after = client.get_inference_statistics(io_names.STUDENT_MODEL, as_json=True)["model_stats"][0]
                 crops = int(after.get("inference_count", 0)) - int(before.get("inference_count", 0))
                 execs = int(after.get("execution_count", 0)) - int(before.get("execution_count", 0))
                 res["student_mean_batch"] = crops / max(1, execs)

@@ -25,9 +25,11 @@ import torch
 from benchmarks import inprocess_bench, preprocess_bench, serve_bench
 from benchmarks.common import REPO, crops_batch, sample_images, timed, write_json
 from training.cli import HelpFormatter
+from qfm_core import io_names
+from training.checkpoint import BUNDLED
 
 TARGETS = {"triton_vs_inprocess_ort": 0.85, "ort_vs_eager": 3.0}
-STEPS = ("qfm_preprocess", "qfm_student", "qfm_aggregate", "qfm_match")
+STEPS = ("qfm_preprocess", io_names.STUDENT_MODEL, "qfm_aggregate", io_names.MATCH_MODEL)
 
 
 def compute_ns(url: str) -> dict:
@@ -54,10 +56,10 @@ def _ort_cpu_seconds(path: Path, x, runs: int) -> float:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, {"image": x})
+    sess.run(None, {io_names.CROPS: x})
     c0 = _client_cpu()
     for _ in range(runs):
-        sess.run(None, {"image": x})
+        sess.run(None, {io_names.CROPS: x})
     return (_client_cpu() - c0) / runs
 
 
@@ -67,8 +69,8 @@ def _inprocess_end_to_end(served_onnx: Path, images: list[Path], iters: int) -> 
     does not overlap inference), i.e. what a user gets from a script instead of a server."""
     import onnxruntime as ort
 
-    from training.image_guard import Limits, decode_untrusted
-    from training.transforms import channels_first, grid_crops
+    from qfm_core.image_guard import Limits, decode_untrusted
+    from qfm_core.crops import channels_first, grid_crops
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
@@ -77,7 +79,7 @@ def _inprocess_end_to_end(served_onnx: Path, images: list[Path], iters: int) -> 
 
     def run():
         crops = np.concatenate([grid_crops(decode_untrusted(b, limits), 224, 3) for b in blobs])
-        sess.run(None, {"image": np.ascontiguousarray(channels_first(crops))})
+        sess.run(None, {io_names.CROPS: np.ascontiguousarray(channels_first(crops))})
 
     return len(blobs) / statistics.median(timed(run, 1, iters))
 
@@ -90,7 +92,7 @@ def _images_served(url: str) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
+    ap.add_argument("--checkpoint", type=Path, default=BUNDLED)
     ap.add_argument("--window", type=float, default=3.0)
     ap.add_argument("--out", type=Path, default=REPO / "build" / "bench_report.json")
     args = ap.parse_args(argv)
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
               "ort_fp32_images_per_s": len(x) / ort32 / crops_per_image}
     print(f"in-process: PyTorch eager {inproc['torch_eager_crops_per_s']:.1f} crops/s, ONNX Runtime FP32 "
           f"{inproc['ort_fp32_crops_per_s']:.1f} crops/s ({inproc['ort_fp32_images_per_s']:.1f} images/s at 9 crops)")
-    e2e = _inprocess_end_to_end(REPO / "triton_repo" / "qfm_student" / "1" / "model.onnx", sample_images(4), 5)
+    e2e = _inprocess_end_to_end(REPO / "triton_repo" / io_names.STUDENT_MODEL / "1" / "model.onnx", sample_images(4), 5)
     print(f"in-process end to end (decode + crops + ONNX Runtime, one process): {e2e:.1f} images/s")
     pre = preprocess_bench.main(["--images", "24", "--out", str(REPO / "build" / "preprocess_bench.json")])
     pre_ips = json.loads((REPO / "build" / "preprocess_bench.json").read_text())["results"]["decode_grid_crops"][

@@ -29,7 +29,7 @@ def crops_batch(model_cfg: dict, n_images: int = 4, grid: int = 2, dtype=np.floa
     the raw pixels the CPU serving student takes (it normalises in-graph). allow_random: where the
     LIVEC photographs are absent (a bare GPU host), seeded random pixels instead, said on stdout;
     fine for timing and for engine-vs-ONNX parity, meaningless for scores."""
-    from training.transforms import channels_first, grid_crops, load_rgb, normalize
+    from qfm_core.crops import channels_first, grid_crops, load_rgb, normalize
 
     try:
         photos = [load_rgb(p) for p in sample_images(n_images)]

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from training.checkpoint import load_student
+from training.checkpoint import BUNDLED, load_student
 from training.cli import HelpFormatter
 from training.data.registry import load_dataset
 from training.metrics import iqa_metrics
-from training.transforms import grid_crops, load_rgb, normalize
+from qfm_core.crops import grid_crops, load_rgb, normalize
 
 
 @torch.no_grad()
@@ -47,7 +47,7 @@ def score(model, images, plan: str, batch: int = 36) -> tuple[np.ndarray, int, f
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
+    ap.add_argument("--checkpoint", type=Path, default=BUNDLED)
     ap.add_argument("--dataset", default="synthetic")
     ap.add_argument("--split", default=None)
     ap.add_argument("--limit", type=int, default=0, help="first N images only (0 = all)")

@@ -24,8 +24,9 @@ from benchmarks.common import (
     timed,
     write_json,
 )
-from export import io_names
+from qfm_core import io_names
 from training.cli import HelpFormatter
+from training.checkpoint import BUNDLED
 
 BACKENDS = ("torch_eager_fp32", "ort_fp32", "ort_fp16", "torch_cuda_fp16", "tensorrt_fp16")
 
@@ -45,7 +46,7 @@ def bench_ort(path: Path, x, warmup, iters, threads: int):
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     xin = x.astype(np.float16 if sess.get_inputs()[0].type == "tensor(float16)" else np.float32)
-    return timed(lambda: sess.run(None, {io_names.INPUT: xin}), warmup, iters)
+    return timed(lambda: sess.run(None, {io_names.CROPS: xin}), warmup, iters)
 
 
 def bench_torch_cuda_fp16(model, x, warmup, iters):
@@ -75,14 +76,14 @@ def bench_tensorrt(plan: Path, x, warmup, iters):
     xt = torch.from_numpy(x).half().cuda()
 
     def run():
-        engine.run(**{io_names.INPUT: xt})
+        engine.run(**{io_names.CROPS: xt})
 
     return timed(run, warmup, iters)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
+    ap.add_argument("--checkpoint", type=Path, default=BUNDLED)
     ap.add_argument("--onnx-dir", type=Path, default=Path("build"))
     ap.add_argument("--plan", type=Path, default=Path("build/engines/qfm_student_fp16.plan"))
     ap.add_argument("--batch", type=int, default=16, help="crops per call")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from export import parity
-from training.checkpoint import load_student
+from training.checkpoint import BUNDLED, load_student
 from training.cli import HelpFormatter
 
 GRID = 2  # crops per side, as the export's parity check uses
@@ -45,7 +45,7 @@ def perturbations(x: np.ndarray, mean, std, rng: np.random.Generator) -> dict[st
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--checkpoint", type=Path, default=Path("models/qfm_iqm"))
+    ap.add_argument("--checkpoint", type=Path, default=BUNDLED)
     ap.add_argument("--images", type=int, default=24, help="held-out synthetic images (4 crops each)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="also write the JSON here")

@@ -21,8 +21,8 @@ from PIL import Image, ImageOps
 
 from benchmarks.common import sample_images, write_json
 from training.cli import HelpFormatter
-from training.image_guard import Limits, decode_untrusted
-from training.transforms import channels_first, grid_crops, normalize
+from qfm_core.image_guard import Limits, decode_untrusted
+from qfm_core.crops import channels_first, grid_crops, normalize
 
 MEAN = STD = (0.5, 0.5, 0.5)
 LIMITS = Limits()

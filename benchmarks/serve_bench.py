@@ -21,6 +21,8 @@ import numpy as np
 
 from benchmarks.common import REPO, crops_batch, sample_images, write_json
 from training.cli import HelpFormatter
+from qfm_core import io_names
+from training.checkpoint import BUNDLED
 
 
 async def _client_loop(url, make_request, stop_at, latencies, errors):
@@ -79,18 +81,18 @@ def request_factories(checkpoint: Path, url: str):
     blob = sample_images(2)[1].read_bytes()
     cfg = json.loads((checkpoint / "config.json").read_text())["student"]
     # The student's input type differs by target (CPU: raw uint8 pixels; GPU: normalised FP16).
-    wire = grpcclient.InferenceServerClient(url).get_model_metadata("qfm_student", as_json=True)["inputs"][0]["datatype"]
+    wire = grpcclient.InferenceServerClient(url).get_model_metadata(io_names.STUDENT_MODEL, as_json=True)["inputs"][0]["datatype"]
     crops = crops_batch(cfg, n_images=1, grid=3, dtype=triton_to_np_dtype(wire))  # one image's 9 crops
 
     def ensemble():
-        inp = grpcclient.InferInput("IMAGE", [1], "BYTES")
+        inp = grpcclient.InferInput(io_names.IMAGE, [1], "BYTES")
         inp.set_data_from_numpy(np.array([blob], dtype=object))
-        return "qfm_iqm", [inp]
+        return io_names.ENSEMBLE, [inp]
 
     def student():
-        inp = grpcclient.InferInput("image", list(crops.shape), wire)
+        inp = grpcclient.InferInput(io_names.CROPS, list(crops.shape), wire)
         inp.set_data_from_numpy(crops)
-        return "qfm_student", [inp]
+        return io_names.STUDENT_MODEL, [inp]
 
     return {"ensemble": ensemble, "student": student}
 
@@ -136,7 +138,7 @@ def sweep(url: str, checkpoint: Path, levels, window: float, stability: float, m
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--url", default="127.0.0.1:8001")
-    ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / "qfm_iqm")
+    ap.add_argument("--checkpoint", type=Path, default=BUNDLED)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     ap.add_argument("--window", type=float, default=3.0, help="seconds per measurement window")
     ap.add_argument("--stability", type=float, default=0.10, help="max spread of the last 3 windows")

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import REPO, TensorRTEngine, dry_run, skip, write_json
-from export import io_names
+from qfm_core import io_names
+from training.checkpoint import BUNDLED
 from training.cli import HelpFormatter
 
 DIM, K, BANK_ROWS = 384, 8, 20_011
@@ -39,24 +40,24 @@ def check_student(trt, out: Path) -> dict:
     import torch
 
     from benchmarks.common import crops_batch
-    _run("export/to_onnx.py", "--checkpoint", REPO / "models/qfm_iqm", "--out", out, "--parity-images", "4")
+    _run("export/to_onnx.py", "--checkpoint", BUNDLED, "--out", out, "--parity-images", "4")
     plan = out / "qfm_student_fp16.plan"
     _run("export/build_engine.py", "--onnx", out / "qfm_student_fp16.onnx", "--engine", plan,
          "--min-batch", "1", "--opt-batch", "64", "--max-batch", "128")
     cfg = json.loads((REPO / "models/qfm_iqm/config.json").read_text())["student"]
     x = crops_batch(cfg, n_images=8, grid=2, allow_random=True).astype(np.float16)
     engine = TensorRTEngine(trt, plan)
-    got = {k: v.cpu().numpy() for k, v in engine.run(**{io_names.INPUT: torch.from_numpy(x).cuda()}).items()}
+    got = {k: v.cpu().numpy() for k, v in engine.run(**{io_names.CROPS: torch.from_numpy(x).cuda()}).items()}
     ref_score, ref_emb = ort.InferenceSession(str(out / "qfm_student_fp16.onnx"), providers=["CPUExecutionProvider"]
-                                              ).run([io_names.SCORE, io_names.EMBEDDING], {io_names.INPUT: x})
-    score, emb = got[io_names.SCORE], got[io_names.EMBEDDING]
+                                              ).run([io_names.CROP_SCORES, io_names.CROP_EMBEDDINGS], {io_names.CROPS: x})
+    score, emb = got[io_names.CROP_SCORES], got[io_names.CROP_EMBEDDINGS]
     diff = float(np.abs(score - ref_score).max())
     cos = float(np.min(np.sum(emb * ref_emb, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref_emb, axis=1))))
     xb = torch.from_numpy(np.concatenate([x] * (128 // len(x)))).cuda()
-    engine.run(**{io_names.INPUT: xb})
+    engine.run(**{io_names.CROPS: xb})
     t0, reps = time.perf_counter(), 20
     for _ in range(reps):
-        engine.run(**{io_names.INPUT: xb})
+        engine.run(**{io_names.CROPS: xb})
     crops_s = reps * len(xb) / (time.perf_counter() - t0)
     res = {"max_abs_score_diff_vs_ort_fp16": diff, "min_embedding_cosine": cos, "crops_per_s_batch128": crops_s,
            "ok": diff <= 0.5 and cos >= 0.999}
@@ -68,13 +69,13 @@ def check_student(trt, out: Path) -> dict:
 def check_match(trt, out: Path) -> dict:
     import torch
 
-    from export.bank import save_bank
+    from qfm_core.bank import save_synthetic_bank
     from export.kernels import reference
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(BANK_ROWS, DIM)).astype(np.float32)
     emb[[40, 41, 9000, 20_010]] = emb[7]           # five identical rows across the bank's splits
     bank = out / "bank.safetensors"
-    save_bank(bank, emb, rng.uniform(0, 100, BANK_ROWS).astype(np.float32), [f"r{i}" for i in range(BANK_ROWS)], {})
+    save_synthetic_bank(bank, emb, rng.uniform(0, 100, BANK_ROWS).astype(np.float32))
     plan = out / "qfm_match.plan"
     _run("export/build_match_engine.py", "--bank", bank, "--engine", plan, "--k", K)
     engine = TensorRTEngine(trt, plan)

@@ -19,9 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from training.cli import HelpFormatter
+from qfm_core import io_names
+from training.checkpoint import BUNDLED
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "models" / "qfm_iqm"
+CHECKPOINT = BUNDLED
 BUILD = REPO / "build"
 SAMPLES = REPO / "data_cache" / "demo_samples"
 # (distortion, level) pairs applied to each held-out photograph: a spread from clean to severe.
@@ -107,11 +109,11 @@ def score_through_triton(url: str, rows: list[dict], k_show: int = 3) -> np.ndar
     scores = []
     print(f"\n{'image':40s} {'label*':>7s} {'score':>7s}   nearest references (bank score)")
     for i in range(0, len(blobs), 6):  # a few images per request, as a client would batch them
-        inp = grpcclient.InferInput("IMAGE", [len(blobs[i:i + 6])], "BYTES")
+        inp = grpcclient.InferInput(io_names.IMAGE, [len(blobs[i:i + 6])], "BYTES")
         inp.set_data_from_numpy(np.array(blobs[i:i + 6], dtype=object))
-        result = client.infer("qfm_iqm", [inp], client_timeout=120)
-        s, ids = result.as_numpy("SCORE"), result.as_numpy("NEIGHBOR_IDS")
-        nscores = result.as_numpy("NEIGHBOR_SCORES")
+        result = client.infer(io_names.ENSEMBLE, [inp], client_timeout=120)
+        s, ids = result.as_numpy(io_names.SCORE), result.as_numpy(io_names.NEIGHBOR_IDS)
+        nscores = result.as_numpy(io_names.NEIGHBOR_SCORES)
         for j, row in enumerate(rows[i:i + 6]):
             near = ", ".join(f"{Path(bank['names'][ids[j, n]]).name} ({nscores[j, n]:.0f})" for n in range(k_show))
             print(f"{row['image']:40s} {row['label']:7.1f} {s[j]:7.1f}   {near}")

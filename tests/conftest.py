@@ -9,9 +9,10 @@ from PIL import Image
 
 from qfm_core import io_names
 from training.data.registry import LIVEC_DEV_ROOT as LIVEC_DEV  # where ../shared is named, once
+from training.checkpoint import BUNDLED
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE = REPO / "models" / "qfm_iqm"
+BUNDLE = BUNDLED
 
 
 def run_script(*args, timeout=900):
@@ -67,6 +68,21 @@ def bundle_with_grid(out: Path, grid: int) -> Path:
     cfg = json.loads((out / "config.json").read_text())
     cfg["crop_plan"]["grid"] = grid
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    return out
+
+
+def another_student(out: Path) -> Path:
+    """A copy of the bundled student with its largest weight matrix scaled by 1.01: another
+    student (other weights, other hash) with the same architecture and crop plan."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(BUNDLE, out)
+    weights = load_file(str(out / "model.safetensors"))
+    name = max((k for k in weights if weights[k].ndim == 2), key=lambda k: weights[k].size)
+    weights[name] = (weights[name].astype(np.float32) * 1.01).astype(weights[name].dtype)
+    save_file(weights, str(out / "model.safetensors"))
     return out
 
 

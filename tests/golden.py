@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from training.checkpoint import BUNDLED
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 CSV = Path(__file__).with_name("golden_scores.csv")
-BUNDLE = REPO / "models" / "qfm_iqm"
+BUNDLE = BUNDLED
 STAGES = ("torch_fp32", "onnx_fp32", "onnx_fp16", "served")
 # Per-stage tolerance on the 0..100 scale: FP32 arithmetic differs across CPUs' vector units only in
 # the last bits; FP16 kernels differ more between ONNX Runtime builds. A retrained or re-exported

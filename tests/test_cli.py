@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import BUNDLE, run_script as _run, run_scripts
+from conftest import BUNDLE, bundle_with_grid, run_script as _run, run_scripts
 
 
 def test_help_texts():
@@ -35,12 +35,12 @@ def test_evaluate_on_a_generic_csv(tmp_path, livec_dev):
     rows = (livec_dev / "mos.csv").read_text().splitlines()
     csv = tmp_path / "subset.csv"
     csv.write_text("\n".join([rows[0]] + [f"{livec_dev}/{r}" for r in rows[1:25]]) + "\n")
-    r = _run("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", csv, "--grid", "1",
-             "--predictions", tmp_path / "pred.csv")
+    student = bundle_with_grid(tmp_path / "grid1", 1)   # the crop plan is the checkpoint's
+    r = _run("training/evaluate.py", "--checkpoint", student, "--dataset", csv, "--predictions", tmp_path / "pred.csv")
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["n"] == 24 and {"srcc", "plcc", "plcc_logistic", "krcc", "rmse"} <= set(out)
-    assert -1 <= out["srcc"] <= 1
+    assert -1 <= out["srcc"] <= 1 and out["crop_plan"]["grid"] == 1
     assert len((tmp_path / "pred.csv").read_text().splitlines()) == 25
 
 
@@ -50,7 +50,8 @@ def test_compare_models_on_a_generic_csv(tmp_path, livec_dev):
     rows = (livec_dev / "mos.csv").read_text().splitlines()
     csv = tmp_path / "subset.csv"
     csv.write_text("\n".join([rows[0]] + [f"{livec_dev}/{r}" for r in rows[1:13]]) + "\n")
-    r = _run("training/compare_models.py", "--a", BUNDLE, "--b", BUNDLE, "--dataset", csv, "--grid", "1",
+    student = bundle_with_grid(tmp_path / "grid1", 1)
+    r = _run("training/compare_models.py", "--a", student, "--b", student, "--dataset", csv,
              "--resamples", "200", "--plot", tmp_path / "compare.png")
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -80,7 +81,8 @@ def test_bundled_model_on_held_out_synthetic_photographs(tmp_path):
     out = tmp_path / "synthetic"
     r = _run("training/data/build_synthetic.py", "--only-split", "test", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _run("training/evaluate.py", "--checkpoint", BUNDLE, "--dataset", "synthetic", "--root", out, "--grid", "1")
+    r = _run("training/evaluate.py", "--checkpoint", bundle_with_grid(tmp_path / "grid1", 1), "--dataset", "synthetic",
+             "--root", out)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout)
     assert result["n"] == 760

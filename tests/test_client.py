@@ -16,6 +16,7 @@ from conftest import REPO
 from export.triton_server import TritonServer
 from qfm_client import AsyncQFMClient, QFMClient
 from qfm_client import errors
+from qfm_core import io_names
 
 QFM_SCORE = [sys.executable, "-m", "qfm_client.cli"]
 
@@ -77,7 +78,7 @@ def test_one_bad_image_never_fails_its_batch(servers, tmp_path, image_dir):
 
 
 def _success_counts(urls):
-    return [int(grpcclient.InferenceServerClient(u).get_inference_statistics("qfm_iqm", as_json=True)
+    return [int(grpcclient.InferenceServerClient(u).get_inference_statistics(io_names.ENSEMBLE, as_json=True)
                 ["model_stats"][0].get("inference_stats", {}).get("success", {}).get("count", 0)) for u in urls]
 
 

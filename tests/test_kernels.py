@@ -94,9 +94,9 @@ def test_reference_topk_orders_ties_by_index_and_padding_changes_nothing():
 
 
 def test_match_engine_builder_says_what_is_missing(tmp_path):
-    from qfm_core.bank import save_bank
+    from qfm_core.bank import save_synthetic_bank
     bank = tmp_path / "bank.safetensors"
-    save_bank(bank, np.zeros((10, 384), np.float32), np.zeros(10, np.float32), [f"x{i}" for i in range(10)], {})
+    save_synthetic_bank(bank, np.zeros((10, 384), np.float32), np.zeros(10, np.float32))
     out = run_script("export/build_match_engine.py", "--bank", bank, "--engine", tmp_path / "m.plan")
     assert out.returncode == 2
     assert "no CUDA GPU" in out.stderr or "tensorrt" in out.stderr.lower()
@@ -105,9 +105,10 @@ def test_match_engine_builder_says_what_is_missing(tmp_path):
 
 def test_gpu_repository_can_serve_the_match_engine():
     from export.triton_repo import match_config
+    from qfm_core import io_names
     text = match_config("gpu-ngc", 384, 5, match_plan=True)
     assert 'platform: "tensorrt_plan"' in text and "KIND_GPU" in text
-    for name in ("query", "neighbor_ids", "neighbor_scores", "neighbor_distances"):
+    for name in (io_names.MATCH_QUERY, io_names.NEIGHBOR_IDS, io_names.NEIGHBOR_SCORES, io_names.NEIGHBOR_DISTANCES):
         assert f'name: "{name}"' in text
     assert match_config("gpu-ngc", 384, 5) != text   # default stays the ONNX match model
 

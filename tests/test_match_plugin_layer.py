@@ -137,9 +137,9 @@ def test_build_match_engine_says_one_line_not_a_traceback(tmp_path, capsys, vers
     """With a TensorRT that has the plugin layer, registration passes and the build stops at the
     missing GPU; with an old one, at the version. Either way one line and exit code 2."""
     from export import build_match_engine
-    from qfm_core.bank import save_bank
+    from qfm_core.bank import save_synthetic_bank
     bank = tmp_path / "bank.safetensors"
-    save_bank(bank, np.zeros((10, 384), np.float32), np.zeros(10, np.float32), [f"x{i}" for i in range(10)], {})
+    save_synthetic_bank(bank, np.zeros((10, 384), np.float32), np.zeros(10, np.float32))
     standin.install(version)
     try:
         rc = build_match_engine.main(["--bank", str(bank), "--engine", str(tmp_path / "m.plan")])

@@ -22,11 +22,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import REPO, infer_images
+from conftest import REPO, another_student, infer_images, run_script
 from export.triton_server import TritonServer, free_port
 from hostile_images import corpus, matches
 from qfm_client import QFMClient
 from qfm_core.image_guard import ImageRejected, decode_untrusted
+from qfm_core import io_names
 
 CORPUS = corpus()
 
@@ -38,14 +39,14 @@ def server(fast_repo, tmp_path_factory):
     on a loaded machine) and would hide or fake a leak; without it, RSS growth is our code's."""
     repo = tmp_path_factory.mktemp("no_arena") / "repo"
     shutil.copytree(fast_repo, repo)
-    cfg = repo / "qfm_student" / "config.pbtxt"
+    cfg = repo / io_names.STUDENT_MODEL / "config.pbtxt"
     cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
     with TritonServer(repo) as srv:
         yield srv
 
 
 def _infer(url, blobs):
-    return infer_images(url, blobs, outputs=("SCORE", "EMBEDDING", "ITEM_ERROR"), timeout=300)
+    return infer_images(url, blobs, outputs=(io_names.SCORE, io_names.EMBEDDING, io_names.ITEM_ERROR), timeout=300)
 
 
 def test_image_guard_gives_every_corpus_case_its_outcome():
@@ -71,7 +72,7 @@ def test_hostile_corpus_through_the_real_server(server):
     for start in range(0, len(CORPUS), 6):                # mixed batches: bad items next to good ones
         batch = CORPUS[start:start + 6]
         result = _infer(server.grpc_url, [d for _, d, _ in batch])
-        scores, problems = result.as_numpy("SCORE"), result.as_numpy("ITEM_ERROR")
+        scores, problems = result.as_numpy(io_names.SCORE), result.as_numpy(io_names.ITEM_ERROR)
         for (name, _, expected), score, problem in zip(batch, scores, problems):
             code = problem.decode().split(":")[0] if problem else None
             outcomes[name] = code
@@ -80,16 +81,16 @@ def test_hostile_corpus_through_the_real_server(server):
                 assert 0.0 <= score <= 100.0 and math.isfinite(score), (name, score)
     assert len(outcomes) == len(CORPUS)
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    assert client.is_server_ready() and client.is_model_ready("qfm_iqm")
+    assert client.is_server_ready() and client.is_model_ready(io_names.ENSEMBLE)
     ok = _infer(server.grpc_url, [dict((n, d) for n, d, _ in CORPUS)["jpeg_baseline"]])
-    assert ok.as_numpy("ITEM_ERROR")[0] == b""
+    assert ok.as_numpy(io_names.ITEM_ERROR)[0] == b""
 
 
 def test_request_over_the_server_cap_is_refused_whole(server):
     jpeg = dict((n, d) for n, d, _ in CORPUS)["over_byte_limit"]
     with pytest.raises(InferenceServerException, match="limit"):
         _infer(server.grpc_url, [jpeg] * 9)             # 9 x 32 MiB > the 256 MiB request cap
-    assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready("qfm_iqm")
+    assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready(io_names.ENSEMBLE)
 
 
 def test_hostile_corpus_through_the_sdk(server):
@@ -113,15 +114,15 @@ async def _load(url: str, clients: int, seconds: float, blobs: list[bytes]) -> d
         c = aiogrpc.InferenceServerClient(url)
         try:
             while time.monotonic() < deadline:
-                inp = aiogrpc.InferInput("IMAGE", [1], "BYTES")
+                inp = aiogrpc.InferInput(io_names.IMAGE, [1], "BYTES")
                 inp.set_data_from_numpy(np.array([blobs[i % len(blobs)]], dtype=object))
                 t = time.perf_counter()
                 try:
-                    r = await c.infer("qfm_iqm", [inp], outputs=[aiogrpc.InferRequestedOutput(o) for o in
-                                                                ("SCORE", "EMBEDDING", "ITEM_ERROR")],
+                    r = await c.infer(io_names.ENSEMBLE, [inp], outputs=[aiogrpc.InferRequestedOutput(o) for o in
+                                                                (io_names.SCORE, io_names.EMBEDDING, io_names.ITEM_ERROR)],
                                       client_timeout=120)
-                    if r.as_numpy("ITEM_ERROR")[0]:
-                        failures.append(r.as_numpy("ITEM_ERROR")[0])
+                    if r.as_numpy(io_names.ITEM_ERROR)[0]:
+                        failures.append(r.as_numpy(io_names.ITEM_ERROR)[0])
                     latencies.append(time.perf_counter() - t)
                 except Exception as e:  # every failure is counted and reported
                     failures.append(repr(e))
@@ -216,20 +217,30 @@ def test_damaged_artifact_is_a_clear_load_error_while_others_serve(fast_repo, tm
     shutil.copytree(fast_repo, repo)
     with TritonServer(repo) as srv:
         client = grpcclient.InferenceServerClient(srv.grpc_url)
-        bank = repo / "qfm_match" / "1" / "bank.safetensors"
+        bank = repo / io_names.MATCH_MODEL / "1" / "bank.safetensors"
         bank.write_bytes(b"\x00\x01 this is not a safetensors file")
         with pytest.raises(InferenceServerException, match="bank.*not a readable safetensors"):
-            client.load_model("qfm_match")
-        (repo / "qfm_match" / "1" / "match.onnx").unlink()
-        shutil.copyfile(fast_repo / "qfm_match" / "1" / "bank.safetensors", bank)
+            client.load_model(io_names.MATCH_MODEL)
+        (repo / io_names.MATCH_MODEL / "1" / "match.onnx").unlink()
+        shutil.copyfile(fast_repo / io_names.MATCH_MODEL / "1" / "bank.safetensors", bank)
         with pytest.raises(InferenceServerException, match="match.onnx is missing"):
-            client.load_model("qfm_match")
-        # the student and the preprocess model never noticed
+            client.load_model(io_names.MATCH_MODEL)
+        # a bank built by another student is refused when the model loads, naming both students
+        other = another_student(tmp_path / "other")
+        r = run_script("export/build_bank.py", "--checkpoint", other, "--dataset", "livec", "--limit", "4",
+                       "--out", tmp_path / "other.safetensors")
+        assert r.returncode == 0, r.stderr[-2000:]
+        shutil.copyfile(fast_repo / io_names.MATCH_MODEL / "1" / "match.onnx", repo / io_names.MATCH_MODEL / "1" / "match.onnx")
+        shutil.copyfile(tmp_path / "other.safetensors", bank)
+        with pytest.raises(InferenceServerException, match=f"was built by student .* but model {io_names.MATCH_MODEL} serves"):
+            client.load_model(io_names.MATCH_MODEL)
+        # the student and the scoring model never noticed
         crops = np.zeros((2, 3, 224, 224), np.uint8)   # the CPU student takes raw pixels
-        inp = grpcclient.InferInput("image", list(crops.shape), "UINT8")
+        inp = grpcclient.InferInput(io_names.CROPS, list(crops.shape), "UINT8")
         inp.set_data_from_numpy(crops)
-        scores = client.infer("qfm_student", [inp]).as_numpy("score")
+        scores = client.infer(io_names.STUDENT_MODEL, [inp]).as_numpy(io_names.CROP_SCORES)
         assert scores.shape[0] == 2 and np.isfinite(scores).all()
-        img = grpcclient.InferInput("IMAGE", [1], "BYTES")
+        img = grpcclient.InferInput(io_names.IMAGE, [1], "BYTES")
         img.set_data_from_numpy(np.array([(livec_dev / "images" / "100.png").read_bytes()], dtype=object))
-        assert client.infer("qfm_preprocess", [img]).as_numpy("CROP_COUNTS").tolist() == [1]
+        answer = client.infer(io_names.SCORE_MODEL, [img])
+        assert np.isfinite(answer.as_numpy(io_names.SCORE)).all() and answer.as_numpy(io_names.ITEM_ERROR).tolist() == [b""]

@@ -19,6 +19,8 @@ from training.models.registry import StudentConfig
 from training.models.student import QFMStudent
 
 FORMAT = "qfm-iqm-student/1"
+# The student this repository ships (make bundle rebuilds it); every default checkpoint points here.
+BUNDLED = Path(__file__).resolve().parents[1] / "models/qfm_iqm"
 
 
 def _atomic_json(obj, path: Path) -> None:

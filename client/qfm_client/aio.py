@@ -12,12 +12,15 @@ import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
 from qfm_client import errors, protocol
-from qfm_client.client import _Core
 from qfm_client.inputs import item_name
+from qfm_client.session import Session
 from qfm_client.types import ScoreResult
 
 
-class AsyncQFMClient(_Core):
+class AsyncQFMClient(Session):
+    """The same client as QFMClient (qfm_client.session: retries, signature check, timeouts),
+    awaited, with at most `max_in_flight` requests outstanding."""
+
     def __init__(self, urls, max_in_flight: int = 8, **kwargs):
         super().__init__(urls, **kwargs)
         self.max_in_flight = max(1, max_in_flight)
@@ -36,32 +39,29 @@ class AsyncQFMClient(_Core):
         out = {}
         for url, c in self._clients.items():
             try:
-                out[url] = {"live": await c.is_server_live(), "ready": await c.is_server_ready(),
-                            "model_ready": await c.is_model_ready(protocol.MODEL)}
+                out[url] = self.health_entry(await c.is_server_live(client_timeout=self.timeout),
+                                             await c.is_server_ready(client_timeout=self.timeout),
+                                             await c.is_model_ready(protocol.MODEL, client_timeout=self.timeout))
             except InferenceServerException as e:
-                out[url] = {"live": False, "ready": False, "model_ready": False, "error": str(e)}
+                out[url] = self.health_error(e)
         return out
 
     async def _infer(self, blobs, names) -> list[ScoreResult]:
-        avoid: set = set()
-        delays = self.delays()
+        attempts = self.attempts()
         while True:
-            url = self.pool.pick(avoid)
+            url = self.pool.pick(attempts.avoid)
             try:
+                client = self._clients[url]
+                if self.needs_check(url):
+                    self.checked(url, await client.get_model_metadata(protocol.MODEL, as_json=True,
+                                                                      client_timeout=self.timeout))
                 inputs, outputs = protocol.build_request(aiogrpc, blobs, bool(self.neighbors))
-                result = await self._clients[url].infer(protocol.MODEL, inputs, outputs=outputs,
-                                                        client_timeout=self.timeout)
+                result = await client.infer(protocol.MODEL, inputs, outputs=outputs, client_timeout=self.timeout)
                 return protocol.parse_result(result, names, self.neighbors, url)
             except InferenceServerException as e:
-                if protocol.classify(e) != "retry":
-                    raise
-                avoid.add(url)
-                err = e
+                delay = attempts.failed(url, e)
             finally:
                 self.pool.release(url)
-            delay = next(delays, None)
-            if delay is None:
-                raise errors.ServerUnavailable(f"no endpoint answered after {self.retries} retries: {err}")
             await asyncio.sleep(delay)
 
     async def _score_chunk(self, chunk) -> list[ScoreResult]:
@@ -69,15 +69,12 @@ class AsyncQFMClient(_Core):
         try:
             async with self._sem:
                 return await self._infer(blobs, names)
-        except errors.ServerUnavailable as e:
-            return [ScoreResult(n, error_code=errors.UNAVAILABLE, error=str(e)) for n in names]
-        except InferenceServerException as e:
-            kind = protocol.classify(e)
-            if kind == "invalid" and len(chunk) > 1:
-                mid = len(chunk) // 2
-                return await self._score_chunk(chunk[:mid]) + await self._score_chunk(chunk[mid:])
-            code = errors.INVALID_IMAGE if kind == "invalid" else errors.SERVER_ERROR
-            return [ScoreResult(n, error_code=code, error=str(e)) for n in names]
+        except (errors.ServerUnavailable, InferenceServerException) as e:
+            results = self.chunk_failure(names, e)
+            if results is not None:
+                return results
+            mid = len(chunk) // 2
+            return await self._score_chunk(chunk[:mid]) + await self._score_chunk(chunk[mid:])
 
     async def score_iter(self, items):
         """Yield ScoreResults as requests complete (not in input order); at most

@@ -1,6 +1,8 @@
 """The SDK's own error types and per-item error codes; tritonclient's exceptions are wrapped."""
 from __future__ import annotations
 
+from qfm_core.image_guard import CODES
+
 
 class QFMError(Exception):
     """Base class of every error the SDK raises."""
@@ -21,7 +23,6 @@ UNREADABLE = "UNREADABLE"  # the file could not be read locally
 SERVER_ERROR = "SERVER_ERROR"  # the server failed for another reason (after retries)
 UNAVAILABLE = "UNAVAILABLE"  # no endpoint could take the request (after retries)
 UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"  # not an allowed format (checked locally, and by the server)
-# The server's per-image codes (qfm_preprocess, training/image_guard.py) arrive as they are:
+# The server's per-image codes (qfm_score, core/qfm_core/image_guard.py) arrive as they are:
 # EMPTY, TOO_MANY_BYTES, UNSUPPORTED_FORMAT, TOO_MANY_PIXELS, TOO_SMALL, BAD_ASPECT, CORRUPT.
-SERVER_ITEM_CODES = ("EMPTY", "TOO_MANY_BYTES", "UNSUPPORTED_FORMAT", "TOO_MANY_PIXELS", "TOO_SMALL", "BAD_ASPECT",
-                     "CORRUPT")
+SERVER_ITEM_CODES = CODES

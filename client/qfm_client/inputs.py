@@ -5,20 +5,11 @@ import io
 import os
 from pathlib import Path
 
+from qfm_core.image_guard import Limits, sniff_format  # noqa: F401  (the server's allow-list, re-exported)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-DEFAULT_MAX_BYTES = 32 * 1024 * 1024  # the server's limit per image (qfm_preprocess max_image_bytes)
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # per request; the server refuses requests over 256 MiB
-
-# Magic numbers of the formats the server decodes (its allow-list, training/image_guard.py).
-_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-          (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
-
-
-def sniff_format(data: bytes) -> str | None:
-    """The image format from the first bytes, or None when it is not one the server accepts."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in _MAGIC if data.startswith(magic)), None)
+DEFAULT_MAX_BYTES = Limits().max_bytes  # the server's limit per image
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # per request: well under the server's RequestLimits
 
 
 def to_bytes(item) -> bytes:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from qfm_client import errors
 from qfm_client.types import Neighbor, ScoreResult
+from qfm_core.io_names import (ENSEMBLE as MODEL, IMAGE as INPUT, ITEM_ERROR, NEIGHBOR_DISTANCES, NEIGHBOR_IDS,
+                               NEIGHBOR_OUTPUTS, NEIGHBOR_SCORES, SCORE, SCORE_OUTPUTS)
 
-MODEL = "qfm_iqm"
-INPUT = "IMAGE"
-SCORE, EMBEDDING, ITEM_ERROR = "SCORE", "EMBEDDING", "ITEM_ERROR"
-NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES = "NEIGHBOR_IDS", "NEIGHBOR_SCORES", "NEIGHBOR_DISTANCES"
 RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
 
@@ -19,11 +18,18 @@ def build_request(module, blobs: list[bytes], neighbors: bool):
 
     inp = grpcclient.InferInput(INPUT, [len(blobs)], "BYTES")
     inp.set_data_from_numpy(np.array(blobs, dtype=np.object_))
-    # EMBEDDING always rides along: Triton 2.51 fails an ensemble request that asks for SCORE alone
-    # ("unexpected deadlock, at least one output is not set"; seen with the pip server), while
-    # SCORE + EMBEDDING works. It costs 1.5 KB per image.
-    names = [SCORE, EMBEDDING, ITEM_ERROR] + ([NEIGHBOR_IDS, NEIGHBOR_SCORES, NEIGHBOR_DISTANCES] if neighbors else [])
+    names = [SCORE, ITEM_ERROR] + (list(NEIGHBOR_OUTPUTS) if neighbors else [])
     return [inp], [grpcclient.InferRequestedOutput(n) for n in names]
+
+
+def check_metadata(meta: dict, url: str) -> None:
+    """Raise ModelNotReady unless the served model has the signature this client speaks."""
+    inputs = {i["name"]: i["datatype"] for i in meta.get("inputs", [])}
+    outputs = {o["name"] for o in meta.get("outputs", [])}
+    missing = (set(SCORE_OUTPUTS) | set(NEIGHBOR_OUTPUTS)) - outputs
+    if inputs.get(INPUT) != "BYTES" or missing:
+        raise errors.ModelNotReady(f"{url}: {MODEL} has inputs {inputs} and outputs {sorted(outputs)}; this client "
+                                   f"needs a BYTES input {INPUT} and outputs {sorted(set(SCORE_OUTPUTS) | set(NEIGHBOR_OUTPUTS))}")
 
 
 def parse_result(result, names: list[str], k: int | None, endpoint: str) -> list[ScoreResult]:

@@ -40,6 +40,17 @@ def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: lis
         save_file(tensors, str(tmp), metadata=meta)
 
 
+def save_synthetic_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray) -> None:
+    """Made-up rows for engine and kernel checks. Its identity says so (no student, no crop
+    plan), so check_identity refuses it everywhere a real student is served."""
+    tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32),
+               "scores": np.ascontiguousarray(scores, np.float32), "ids": np.arange(len(embeddings), dtype=np.int64)}
+    meta = {"names": json.dumps([f"synthetic{i}" for i in range(len(embeddings))]), "dataset": "synthetic",
+            "student_sha256": "none (synthetic bank)"}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
 def load_bank(path: Path) -> dict:
     """Tensors plus decoded metadata; raises a clear error on a missing or malformed file."""
     path = Path(path)
