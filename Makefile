@@ -31,12 +31,12 @@ heldout: $(STAMP)
 # The main job: serve the bundled model with a real Triton server on this CPU, score sample images
 # through gRPC, print a table, stop the server.
 demo: $(STAMP)
-	$(PY) export/demo.py
+	$(PY) serving/demo.py
 
 # Build the artifacts and the cpu-pip repository, then run tritonserver on localhost until Ctrl-C.
 serve: $(STAMP)
-	$(PY) export/demo.py --prepare-only
-	$(PY) export/triton_server.py --repo triton_repo --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) serving/demo.py --prepare-only
+	$(PY) serving/triton_server.py --repo triton_repo --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
 
 # CPU benchmark set in one run, with the ratio table (see README "Results").
 bench: $(STAMP)

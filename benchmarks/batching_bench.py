@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import tritonclient.grpc as grpcclient
 
-    from export.triton_server import TritonServer
+    from serving.triton_server import TritonServer
 
     blob = args.image.read_bytes()
     results = {}

@@ -2,7 +2,7 @@
 
     python benchmarks/preprocess_bench.py [--images 40] [--grid 3]
 
-decode_grid_crops is the CPU targets' qfm_preprocess (guarded decode, grid crops, uint8 NCHW; the
+decode_grid_crops is the CPU targets' qfm_score before the student (guarded decode, grid crops, uint8 NCHW; the
 student normalises in-graph); decode_grid_crops_normalised adds the NumPy normalisation that the
 GPU target (FP16 crops) still does in Python. Also Pillow's full decode vs JPEG draft mode
 (DCT-domain downscale; only usable when the model input is smaller than the photo, so here it
@@ -29,7 +29,7 @@ LIMITS = Limits()
 
 
 def full_decode(blob: bytes, grid: int) -> np.ndarray:
-    """The CPU serving preprocess (qfm_preprocess/1/model.py with UINT8 crops)."""
+    """The CPU serving preprocess (qfm_score/1/model.py with UINT8 crops, before the student)."""
     return np.ascontiguousarray(channels_first(grid_crops(decode_untrusted(blob, LIMITS), 224, grid)))
 
 

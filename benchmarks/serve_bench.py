@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, crops_batch, sample_images, write_json
+from benchmarks.common import crops_batch, sample_images, write_json
 from training.cli import HelpFormatter
 from qfm_core import io_names
 from training.checkpoint import BUNDLED

@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("build/gpu_check/tensorrt"))
     args = ap.parse_args(argv)
-    if dry_run(args, ("torch", "export.bank", "export.kernels.reference", "export.build_match_engine", "export.build_engine")):
+    if dry_run(args, ("torch", "qfm_core.bank", "export.kernels.reference", "export.build_match_engine", "export.build_engine")):
         return 0
     try:
         import tensorrt as trt

@@ -4,9 +4,9 @@ distance + top-k kernel inside the engine as an AOT plugin (export/match_plugin.
     python export/build_match_engine.py --bank build/bank.safetensors --k 5 \
         --engine build/engines/qfm_match.plan [--metric sq_l2] [--max-batch 256]
 
-I/O (export/io_names.match_io, also the ONNX match model's and the Triton config's): `query`
-(N, D) fp32 (the student's embedding output) -> `neighbor_distances` (N, k) fp32 ascending,
-`neighbor_index` (N, k) int64, `neighbor_scores` (N, k) fp32, `neighbor_ids` (N, k) int64. Among
+I/O (qfm_core.io_names.match_io, also the ONNX match model's and the Triton config's): `EMBEDDING`
+(N, D) fp32 (the images' quality embeddings) -> `NEIGHBOR_DISTANCES` (N, k) fp32 ascending,
+`NEIGHBOR_INDEX` (N, k) int64, `NEIGHBOR_SCORES` (N, k) fp32, `NEIGHBOR_IDS` (N, k) int64. Among
 equal distances the lower bank index comes first; a non-finite embedding gets distances FLT_MAX
 and real bank rows (never index -1).
 

@@ -1,9 +1,9 @@
 """The match model in standard ONNX ops, for ONNX Runtime on CPU (and GPU without our kernel):
 
     distances = |q|^2 + |b|^2 - 2 q.b^T        (squared L2, the GEMM form)   or  1 - q^.b^
-    neighbor_distances, neighbor_index = TopK(distances, k, smallest)
+    NEIGHBOR_DISTANCES, NEIGHBOR_INDEX = TopK(distances, k, smallest)
 
-The bank is either a second graph input (`bank`: replace the bank file, nothing is rebuilt;
+The bank is either a second graph input (`BANK`: replace the bank file, nothing is rebuilt;
 used by the Python-backend model) or a constant baked into the graph (for Triton's native
 onnxruntime backend, whose inputs must all come from the request; a new bank rebuilds only this
 small file, never the student). ONNX Runtime's TopK returns, among equal distances, the lower
@@ -30,7 +30,7 @@ def build_match_model(dim: int, k: int, metric: str = "sq_l2", bank: np.ndarray 
                       bank_scores: np.ndarray | None = None, bank_ids: np.ndarray | None = None,
                       opset: int = 17) -> onnx.ModelProto:  # axes are attributes in opset 17
     """With a baked bank, `bank_scores` and `bank_ids` are baked too and gathered into the extra
-    outputs `neighbor_scores` and `neighbor_ids` (what Triton's native backends must return)."""
+    outputs `NEIGHBOR_SCORES` and `NEIGHBOR_IDS` (what Triton's native backends must return)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if k < 1:

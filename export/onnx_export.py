@@ -1,7 +1,7 @@
 """Student -> ONNX: FP32 export with named I/O and a dynamic batch axis, FP16 conversion, cleanup.
 
 The FP16 model is strongly typed for TensorRT: FP16 weights and FP16 compute, FP16 input
-`image`; the outputs `score` and `embedding` stay FP32 (a Cast at the end) so every consumer reads
+`CROPS`; the outputs `CROP_SCORES` and `CROP_EMBEDDINGS` stay FP32 (a Cast at the end) so every consumer reads
 the same dtype from both variants. Normalisations and softmax stay in FP16 too; the parity report
 shows what that costs on the 0..100 scale. Where FP16 misses the parity limits, the first backbone
 stages can be kept in FP32 (`keep_fp32`); export/to_onnx.py picks the fewest that pass and records
@@ -99,7 +99,7 @@ def convert_fp16(src: Path, dst: Path, keep_fp32: tuple[str, ...] = ()) -> None:
         warnings.filterwarnings("ignore", message=".*will be truncated to.*")
         fp16 = float16.convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=False,
                                                 node_block_list=list(keep_fp32))
-    # Outputs back to float32: append Casts so `score`/`embedding` keep their names and dtype.
+    # Outputs back to float32: append Casts so the outputs keep their names and dtype.
     graph = fp16.graph
     for out in graph.output:
         inner = out.name + "_fp16"
@@ -137,7 +137,7 @@ def _unshare_initializers(model: onnx.ModelProto, fp32_nodes: set[str]) -> None:
 
 
 def with_uint8_input(src: Path, dst: Path, mean, std) -> None:
-    """The FP32 student behind a uint8 front: input `image` (batch, 3, S, S) of raw 0..255 pixels,
+    """The FP32 student behind a uint8 front: input `CROPS` (batch, 3, S, S) of raw 0..255 pixels,
     then Cast -> Mul -> Add (x / (255 std) - mean / std) inside the graph.
 
     Why: normalising 9 crops of 224x224 in NumPy costs the CPU serving preprocess ~7 ms per image

@@ -3,8 +3,9 @@
     python export/to_onnx.py --checkpoint models/qfm_iqm --out build/
 
 Writes build/qfm_student_fp32.onnx, build/qfm_student_fp16.onnx and build/onnx_report.json.
-Both have input `image` (batch, 3, S, S) with a dynamic `batch` axis (FP32 input in the FP32
-model, FP16 in the FP16 model) and FP32 outputs `score` (batch,) and `embedding` (batch, D).
+Both have input `CROPS` (batch, 3, S, S) with a dynamic `batch` axis (FP32 input in the FP32
+model, FP16 in the FP16 model) and FP32 outputs `CROP_SCORES` (batch,) and `CROP_EMBEDDINGS` (batch, D)
+(names: qfm_core.io_names).
 Parity: ONNX Runtime vs PyTorch on crops of held-out synthetic-benchmark images.
 
 FP16 precision: with `--fp32-stages auto` (the default) the FP16 model is all-FP16 when that meets

@@ -87,8 +87,19 @@ def another_student(out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def foreign_bank(tmp_path_factory, livec_dev) -> Path:
+    """A bank built by another student (another_student) on four LIVEC photographs."""
+    out = tmp_path_factory.mktemp("foreign")
+    r = run_script("export/build_bank.py", "--checkpoint", another_student(out / "other"), "--dataset", "livec",
+                   "--limit", "4", "--out", out / "bank.safetensors")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out / "bank.safetensors"
+
+
+@pytest.fixture(scope="session")
 def fast_repo(tmp_path_factory, exported, livec_dev):
-    """cpu-pip Triton repository with one crop per image, so thousand-image jobs stay quick.
+    """cpu-pip Triton repository with one crop per image, so thousand-image jobs stay quick, and
+    qfm_score sending chunks of 64 crops, so a few hundred images already take several BLS chunks.
     Tests that damage a repository copy it first."""
     from export import triton_repo
 
@@ -99,7 +110,27 @@ def fast_repo(tmp_path_factory, exported, livec_dev):
     assert r.returncode == 0, r.stderr[-2000:]
     triton_repo.write_repository("cpu-pip", student, out / "repo", out / "bank.safetensors",
                                  onnx=exported / "qfm_student_fp32.onnx", k=3)
+    # ONNX Runtime's CPU arena off: it keeps the largest batch buffers it has met (measured +0.6 to
+    # +1 GB in the first minutes, depending on how batches form on a loaded machine) and would hide
+    # or fake a leak in the load tests; without it, RSS growth is our code's.
+    cfg = out / "repo" / io_names.STUDENT_MODEL / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
+    cfg = out / "repo" / io_names.SCORE_MODEL / "config.pbtxt"
+    chunk = 'parameters { key: "chunk_crops" value: { string_value: "%d" } }\n'
+    assert chunk % 512 in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace(chunk % 512, chunk % 64))
     return out / "repo"
+
+
+@pytest.fixture(scope="session")
+def fast_server(fast_repo):
+    """One server on fast_repo for every test that only reads from it (client, load, hostile
+    input): each server start costs ~15-30 s here. Tests that damage, kill or reconfigure a
+    server start their own."""
+    from serving.triton_server import TritonServer
+
+    with TritonServer(fast_repo) as srv:
+        yield srv
 
 
 def infer_images(url: str, blobs: list[bytes], outputs=None, timeout: float = 120):

@@ -100,7 +100,7 @@ def main() -> int:
     import tempfile
 
     from export import triton_repo
-    from export.triton_server import TritonServer
+    from serving.triton_server import TritonServer
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         r = subprocess.run([sys.executable, "export/to_onnx.py", "--checkpoint", str(BUNDLE), "--out", str(tmp)],

@@ -1,4 +1,4 @@
-"""The serving core installs alone: a fresh virtual environment holding only ./core, ./client and
+"""The serving core and the client install alone: a fresh virtual environment holding only ./core, ./client and
 their dependencies (numpy, Pillow, safetensors, tritonclient; no torch, no onnxruntime, none of
 training/ or export/) runs the Triton scoring model's own code on LIVEC photographs and gets
 exactly the crops the training venv makes. Only `triton_python_backend_utils`, which the Triton
@@ -47,10 +47,10 @@ except Exception as e:
     out["rejected"] = str(e)
 
 import qfm_client
-from qfm_client import protocol
+from qfm_client import AsyncQFMClient, QFMClient, protocol
 from qfm_core import io_names
 assert protocol.MODEL == io_names.ENSEMBLE and protocol.INPUT == io_names.IMAGE
-out["client"] = qfm_client.QFMClient.__name__
+out["client"] = [QFMClient.__name__, AsyncQFMClient.__name__]
 print(json.dumps(out))
 '''
 
@@ -64,7 +64,7 @@ def test_core_alone_runs_the_scoring_model_on_livec(tmp_path, livec_dev):
                         str(REPO / "core"), str(REPO / "client")], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    model_dir = tmp_path / "qfm_score"
+    model_dir = tmp_path / io_names.SCORE_MODEL
     model_dir.mkdir()
     (model_dir / "model.py").write_text((REPO / "triton_repo" / io_names.SCORE_MODEL / "1" / "model.py").read_text())
     plan = read_plan(BUNDLE / "config.json")
@@ -86,4 +86,4 @@ def test_core_alone_runs_the_scoring_model_on_livec(tmp_path, livec_dev):
         assert got[name] == [list(want.shape), "uint8", hashlib.sha256(want.tobytes()).hexdigest()], name
         assert want.shape[0] == plan.crops_per_image
     assert got["rejected"] and got["rejected"].startswith("CORRUPT")
-    assert got["client"] == "QFMClient"
+    assert got["client"] == ["QFMClient", "AsyncQFMClient"] and (venv / "bin" / "qfm-score").exists()

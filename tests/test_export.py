@@ -176,7 +176,7 @@ def test_demo_artifacts_are_stale_by_content_not_mtime(tmp_path):
     # a checkout that only touches them must not cost a re-export, a real change must force one.
     import os
 
-    from export import demo
+    from serving import demo
 
     weights, target = tmp_path / "model.safetensors", tmp_path / "model.onnx"
     weights.write_bytes(b"weights v1")

@@ -1,7 +1,6 @@
 """Names are defined once: no tensor or model name of the deployment is written as a string
 literal outside core/qfm_core/io_names.py, in any Python file of the repository."""
 import ast
-import io
 import subprocess
 import tokenize
 

@@ -22,27 +22,22 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpc
 from tritonclient.utils import InferenceServerException
 
-from conftest import REPO, another_student, infer_images, run_script
-from export.triton_server import TritonServer, free_port
+from conftest import REPO, infer_images
+from serving.triton_server import TritonServer, free_port
 from hostile_images import corpus, matches
 from qfm_client import QFMClient
 from qfm_core.image_guard import ImageRejected, decode_untrusted
 from qfm_core import io_names
+from qfm_core.image_guard import RequestLimits
 
 CORPUS = corpus()
 
 
 @pytest.fixture(scope="module")
-def server(fast_repo, tmp_path_factory):
-    """The fast repository with ONNX Runtime's CPU arena off: the arena keeps the largest batch
-    buffers it has met (measured +0.6 to +1 GB in the first minutes, depending on how batches form
-    on a loaded machine) and would hide or fake a leak; without it, RSS growth is our code's."""
-    repo = tmp_path_factory.mktemp("no_arena") / "repo"
-    shutil.copytree(fast_repo, repo)
-    cfg = repo / io_names.STUDENT_MODEL / "config.pbtxt"
-    cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
-    with TritonServer(repo) as srv:
-        yield srv
+def server(fast_server):
+    """The session's shared server on the fast repository (ONNX Runtime's CPU arena off there, so
+    RSS growth under load is our code's, not the arena's); these tests only read from it."""
+    return fast_server
 
 
 def _infer(url, blobs):
@@ -88,7 +83,7 @@ def test_hostile_corpus_through_the_real_server(server):
 
 def test_request_over_the_server_cap_is_refused_whole(server):
     jpeg = dict((n, d) for n, d, _ in CORPUS)["over_byte_limit"]
-    with pytest.raises(InferenceServerException, match="limit"):
+    with pytest.raises(InferenceServerException, match=f"at most {RequestLimits().max_bytes} per request: split"):
         _infer(server.grpc_url, [jpeg] * 9)             # 9 x 32 MiB > the 256 MiB request cap
     assert grpcclient.InferenceServerClient(server.grpc_url).is_model_ready(io_names.ENSEMBLE)
 
@@ -212,7 +207,7 @@ def test_server_killed_and_restarted_during_a_job(fast_repo, tmp_path):
 
 
 @pytest.mark.slow
-def test_damaged_artifact_is_a_clear_load_error_while_others_serve(fast_repo, tmp_path, livec_dev):
+def test_damaged_artifact_is_a_clear_load_error_while_others_serve(fast_repo, foreign_bank, tmp_path, livec_dev):
     repo = tmp_path / "repo"
     shutil.copytree(fast_repo, repo)
     with TritonServer(repo) as srv:
@@ -226,12 +221,8 @@ def test_damaged_artifact_is_a_clear_load_error_while_others_serve(fast_repo, tm
         with pytest.raises(InferenceServerException, match="match.onnx is missing"):
             client.load_model(io_names.MATCH_MODEL)
         # a bank built by another student is refused when the model loads, naming both students
-        other = another_student(tmp_path / "other")
-        r = run_script("export/build_bank.py", "--checkpoint", other, "--dataset", "livec", "--limit", "4",
-                       "--out", tmp_path / "other.safetensors")
-        assert r.returncode == 0, r.stderr[-2000:]
         shutil.copyfile(fast_repo / io_names.MATCH_MODEL / "1" / "match.onnx", repo / io_names.MATCH_MODEL / "1" / "match.onnx")
-        shutil.copyfile(tmp_path / "other.safetensors", bank)
+        shutil.copyfile(foreign_bank, bank)
         with pytest.raises(InferenceServerException, match=f"was built by student .* but model {io_names.MATCH_MODEL} serves"):
             client.load_model(io_names.MATCH_MODEL)
         # the student and the scoring model never noticed

@@ -14,9 +14,9 @@ import tritonclient.grpc as grpcclient
 
 from tritonclient.utils import InferenceServerException
 
-from conftest import BUNDLE, REPO, another_student, bundle_with_grid, infer_images, run_script, run_scripts
+from conftest import BUNDLE, REPO, infer_images, run_script
 from export import triton_repo
-from export.triton_server import TritonServer
+from serving.triton_server import TritonServer
 from qfm_core import io_names
 from qfm_core.bank import BankMismatch, load_bank
 from qfm_core.crops import grid_crops, load_rgb, normalize
@@ -181,18 +181,29 @@ def _livec_photos(livec_dev, n):
     return [p.read_bytes() for p in paths[:n]]
 
 
-def test_a_request_of_300_photographs_is_scored(server, livec_dev):
-    """300 LIVEC photographs x 9 crops = 2700 crops in one stock tritonclient request, far over the
+def test_a_request_far_over_the_student_batch_is_scored(server, livec_dev):
+    """120 LIVEC photographs x 9 crops = 1080 crops in one stock tritonclient request, over the
     student's max_batch_size (512): qfm_score sends them in chunks, and an image scores the same
     whichever chunk it lands in (images 50..61 straddle the first boundary, at 56 images)."""
-    blobs = _livec_photos(livec_dev, 300)
+    blobs = _livec_photos(livec_dev, 120)
     big = infer_images(server.grpc_url, blobs, timeout=900)
     scores = big.as_numpy(io_names.SCORE)
-    assert scores.shape == (300,) and np.isfinite(scores).all()
-    assert not any(big.as_numpy(io_names.ITEM_ERROR)) and big.as_numpy(io_names.NEIGHBOR_IDS).shape == (300, 5)
+    assert scores.shape == (120,) and np.isfinite(scores).all()
+    assert not any(big.as_numpy(io_names.ITEM_ERROR)) and big.as_numpy(io_names.NEIGHBOR_IDS).shape == (120, 5)
     part = infer_images(server.grpc_url, blobs[50:62])
     np.testing.assert_allclose(scores[50:62], part.as_numpy(io_names.SCORE), atol=1e-4)
     np.testing.assert_allclose(big.as_numpy(io_names.EMBEDDING)[50:62], part.as_numpy(io_names.EMBEDDING), atol=1e-5)
+
+
+def test_a_request_of_300_photographs_is_scored(fast_server, livec_dev):
+    """300 photographs in one stock tritonclient request, on the shared fast server (one crop per
+    image, chunks of 64 crops: five BLS chunks), each scored as it is alone."""
+    blobs = _livec_photos(livec_dev, 300)
+    big = infer_images(fast_server.grpc_url, blobs, timeout=900)
+    scores = big.as_numpy(io_names.SCORE)
+    assert scores.shape == (300,) and np.isfinite(scores).all() and not any(big.as_numpy(io_names.ITEM_ERROR))
+    part = infer_images(fast_server.grpc_url, blobs[60:70])   # straddles the first chunk boundary
+    np.testing.assert_allclose(scores[60:70], part.as_numpy(io_names.SCORE), atol=1e-4)
 
 
 def test_over_the_request_limit_is_refused_with_the_limit(server):
@@ -214,25 +225,21 @@ def test_over_the_request_limit_is_refused_with_the_limit(server):
     assert "batch-size" not in message and io_names.STUDENT_MODEL not in message
 
 
-def test_bank_of_another_student_or_plan_is_refused(tmp_path, repo, exported):
+def test_bank_of_another_student_or_plan_is_refused(tmp_path, repo, exported, foreign_bank, fast_repo):
     """A bank is the embedding space of one student with one crop plan: the repository writer
-    refuses a bank built by another student, and one built with another plan, naming both."""
-    other = another_student(tmp_path / "other")
-    grid1 = bundle_with_grid(tmp_path / "grid1", 1)
-    built = run_scripts(*[("export/build_bank.py", "--checkpoint", ckpt, "--dataset", "livec", "--limit", "6",
-                           "--out", tmp_path / f"{ckpt.name}.safetensors") for ckpt in (other, grid1)])
-    assert all(r.returncode == 0 for r in built), [r.stderr[-1000:] for r in built]
-    ours = triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "ok", repo / "bank.safetensors",
-                                        onnx=exported / "qfm_student_fp32.onnx")
+    refuses a bank built by another student, and one built with another plan (the fast
+    repository's: the same weights on one crop per image), naming both."""
+    onnx = exported / "qfm_student_fp32.onnx"
+    ours = triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "ok", repo / "bank.safetensors", onnx=onnx)
     with pytest.raises(BankMismatch) as foreign:
-        triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "r1", tmp_path / "other.safetensors",
-                                     onnx=exported / "qfm_student_fp32.onnx")
-    other_sha = load_bank(tmp_path / "other.safetensors")["meta"]["student_sha256"]
+        triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "r1", foreign_bank, onnx=onnx)
+    other_sha = load_bank(foreign_bank)["meta"]["student_sha256"]
     assert other_sha != ours["student_sha256"]
     assert other_sha[:16] in str(foreign.value) and ours["student_sha256"][:16] in str(foreign.value)
+    grid1_bank = fast_repo / io_names.MATCH_MODEL / "1" / "bank.safetensors"
+    assert load_bank(grid1_bank)["meta"]["student_sha256"] == ours["student_sha256"]
     with pytest.raises(BankMismatch, match="1x1 crops.*but repository.*3x3 crops"):
-        triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "r2", tmp_path / "grid1.safetensors",
-                                     onnx=exported / "qfm_student_fp32.onnx")
-    r = run_script("export/triton_repo.py", "--target", "cpu-pip", "--checkpoint", BUNDLE, "--bank",
-                   tmp_path / "other.safetensors", "--onnx", exported / "qfm_student_fp32.onnx", "--out", tmp_path / "r3")
+        triton_repo.write_repository("cpu-pip", BUNDLE, tmp_path / "r2", grid1_bank, onnx=onnx)
+    r = run_script("export/triton_repo.py", "--target", "cpu-pip", "--checkpoint", BUNDLE, "--bank", foreign_bank,
+                   "--onnx", onnx, "--out", tmp_path / "r3")
     assert r.returncode == 2 and "was built by student" in r.stderr and "Traceback" not in r.stderr

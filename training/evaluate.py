@@ -4,7 +4,7 @@
     python training/evaluate.py --checkpoint DIR --dataset ../shared/data/livec_dev/mos.csv
 
 For `synthetic` the default split is `test` (held-out contents). Predictions are the mean over
-an n x n grid of crops (--grid), as in the paper's multi-crop testing. Data sets with reference
+the crops of the checkpoint's crop plan (config.json; 3x3 by default), as in the paper's multi-crop testing. Data sets with reference
 ids also get `srcc_within_reference`: SRCC among each reference's distorted versions (median,
 min over references), which per-photo label offsets cannot move.
 """

@@ -1,6 +1,6 @@
 """Run the real Triton Inference Server on this machine, from the nvidia-pytriton wheel.
 
-    python export/triton_server.py --repo triton_repo            (what `make serve` runs)
+    python serving/triton_server.py --repo triton_repo            (what `make serve` runs)
 
 The wheel ships `tritonserver` (2.51) with the Python backend and per-Python stubs. We download
 the pinned wheel with pip (no install, so its numpy<2 pin cannot touch our venv), extract the

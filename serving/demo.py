@@ -132,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prepare-only", action="store_true", help="build the artifacts and triton_repo/, then exit "
                     "(what `make serve` runs first)")
     args = ap.parse_args(argv)
-    from export.triton_server import ServerError, TritonServer
+    from serving.triton_server import ServerError, TritonServer
 
     ensure_artifacts(args.bank_dataset)
     if args.prepare_only:
