@@ -47,6 +47,22 @@ class InferenceResponse:
         return self._error
 
 
+class MetricFamily:
+    """Records what a model publishes (the real one feeds Triton's Prometheus endpoint)."""
+    COUNTER, GAUGE, HISTOGRAM = range(3)
+
+    def __init__(self, name, description, kind):
+        self.name, self.kind, self.metrics = name, kind, []
+
+    def Metric(self, labels, buckets=None):   # noqa: N802 (the stub's spelling)
+        if (buckets is not None) != (self.kind == MetricFamily.HISTOGRAM):
+            raise ValueError("buckets are for histograms only, and histograms need them")
+        metric = types.SimpleNamespace(labels=labels, values=[])
+        metric.increment = metric.observe = metric.values.append
+        self.metrics.append(metric)
+        return metric
+
+
 class Request:
     def __init__(self, **tensors):
         self.inputs = [Tensor(k, v) for k, v in tensors.items()]
@@ -83,7 +99,7 @@ def get_output_config_by_name(config, name):
 
 def install() -> None:
     module = types.ModuleType("triton_python_backend_utils")
-    for name in ("TritonError", "Tensor", "InferenceResponse", "InferenceRequest", "get_input_tensor_by_name",
+    for name in ("TritonError", "Tensor", "MetricFamily", "InferenceResponse", "InferenceRequest", "get_input_tensor_by_name",
                  "get_output_tensor_by_name", "get_output_config_by_name"):
         setattr(module, name, globals()[name])
     module.TritonModelException = RuntimeError

@@ -13,6 +13,9 @@ and the student's dynamic batcher still merges chunks of concurrent requests.
 Crops are raw UINT8 pixels where the student normalises in its graph (CPU targets), else
 normalised FP16 / FP32 (the `crop_dtype` parameter, from the student's input type).
 
+Quality metrics (qfm_core.served_metrics) go to Triton's metrics port: a histogram of the scores
+served, item errors and refused requests by code, a histogram of images per request.
+
 One bad image never fails its request: it gets ITEM_ERROR "CODE: message", SCORE NaN and a zero
 EMBEDDING (void). One bad request never fails the others of the same execution: it gets its own
 error response (INVALID_ARG when it is over the request limits, INTERNAL otherwise).
@@ -24,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from qfm_core import io_names
+from qfm_core import io_names, served_metrics
 from qfm_core.aggregate import mean_per_image
 from qfm_core.crop_plan import CropPlan
 from qfm_core.image_guard import ImageRejected, Limits, RequestLimits, decode_untrusted
@@ -50,9 +53,33 @@ class TritonPythonModel:
                              max_pixels=int(params.get("max_pixels", image_defaults.max_pixels)),
                              min_side=int(params.get("min_side", image_defaults.min_side)),
                              max_aspect=float(params.get("max_aspect", image_defaults.max_aspect)))
+        self._metrics(args)
         self.request_limits = RequestLimits(
             max_images=int(params.get("max_images_per_request", request_defaults.max_images)),
             max_bytes=int(params.get("max_request_bytes", request_defaults.max_bytes)))
+
+    def _metrics(self, args) -> None:
+        labels = {"model": args.get("model_name", io_names.SCORE_MODEL), "version": args.get("model_version", "1")}
+        families = {
+            served_metrics.SCORE: pb_utils.MetricFamily(
+                name=served_metrics.SCORE, description="Scores served (0..100), one per image",
+                kind=pb_utils.MetricFamily.HISTOGRAM),
+            served_metrics.ITEM_ERRORS: pb_utils.MetricFamily(
+                name=served_metrics.ITEM_ERRORS, description="Images given an ITEM_ERROR, and refused requests, by code",
+                kind=pb_utils.MetricFamily.COUNTER),
+            served_metrics.IMAGES_PER_REQUEST: pb_utils.MetricFamily(
+                name=served_metrics.IMAGES_PER_REQUEST, description="Images per served request",
+                kind=pb_utils.MetricFamily.HISTOGRAM)}
+        self._families = families   # a Metric must not outlive its family
+        self._score = families[served_metrics.SCORE].Metric(labels=labels, buckets=served_metrics.SCORE_BUCKETS)
+        self._images = families[served_metrics.IMAGES_PER_REQUEST].Metric(labels=labels,
+                                                                          buckets=served_metrics.IMAGES_BUCKETS)
+        self._labels, self._errors = labels, {}
+
+    def _count_error(self, code: str) -> None:
+        if code not in self._errors:
+            self._errors[code] = self._families[served_metrics.ITEM_ERRORS].Metric(labels={**self._labels, "code": code})
+        self._errors[code].increment(1)
 
     def _crops(self, data: bytes) -> np.ndarray:
         crops = self.plan.crops(decode_untrusted(data, self.limits))
@@ -83,6 +110,7 @@ class TritonPythonModel:
         blobs = pb_utils.get_input_tensor_by_name(request, io_names.IMAGE).as_numpy().reshape(-1)
         refusal = self.request_limits.refusal(len(blobs), sum(len(b) for b in blobs))
         if refusal:
+            self._count_error(served_metrics.REQUEST_REFUSED)
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(refusal, pb_utils.TritonError.INVALID_ARG))
         n = len(blobs)
         scores = np.full(n, np.nan, np.float32)
@@ -110,6 +138,12 @@ class TritonPythonModel:
             pending.append((rows, counts, self._submit(chunk)))
         for p in pending:
             await self._collect(p, scores, embeddings)
+        self._images.observe(n)
+        for score, problem in zip(scores, problems):
+            if problem:
+                self._count_error(problem.partition(":")[0])
+            else:
+                self._score.observe(float(score))
         return pb_utils.InferenceResponse([
             pb_utils.Tensor(io_names.SCORE, scores), pb_utils.Tensor(io_names.EMBEDDING, embeddings),
             pb_utils.Tensor(io_names.ITEM_ERROR, np.array([p.encode() for p in problems], dtype=np.object_))])
