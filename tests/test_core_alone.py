@@ -2,7 +2,7 @@
 their dependencies (numpy, Pillow, safetensors, tritonclient; no torch, no onnxruntime, none of
 training/ or export/) runs the Triton scoring model's own code on LIVEC photographs and gets
 exactly the crops the training venv makes. Only `triton_python_backend_utils`, which the Triton
-stub injects at run time, is stood in for (the two names initialize() reads)."""
+stub injects at run time, is stood in for (tests/pb_utils_standin.py)."""
 import hashlib
 import json
 import subprocess
@@ -19,23 +19,16 @@ from qfm_core.image_guard import Limits, decode_untrusted
 PHOTOS = ["100.png", "1001.JPG", "1003.JPG", "105.png"]
 
 CHILD = r'''
-import hashlib, importlib.util, json, sys, types
+import hashlib, importlib.util, json, sys
 from pathlib import Path
 
 for forbidden in ("torch", "onnxruntime", "training", "export", "timm"):
     assert importlib.util.find_spec(forbidden) is None, f"{forbidden} is importable in the core-only venv"
 
-pb = types.ModuleType("triton_python_backend_utils")
-pb.TritonModelException = RuntimeError
-pb.get_output_config_by_name = lambda config, name: next(o for o in config["output"] if o["name"] == name)
-sys.modules["triton_python_backend_utils"] = pb
-
 job = json.loads(Path(sys.argv[1]).read_text())
-spec = importlib.util.spec_from_file_location("qfm_score_model", job["model_dir"] + "/model.py")
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-model = module.TritonPythonModel()
-model.initialize({"model_config": json.dumps(job["config"])})
+sys.path.insert(0, job["tests"])
+import pb_utils_standin as pb   # the project's one stand-in for the stub-injected module (pure Python)
+model = pb.load(Path(job["model_dir"]), job["model_name"], job["config"])
 out = {}
 for path in job["photos"]:
     crops = model._crops(Path(path).read_bytes())
@@ -72,7 +65,8 @@ def test_core_alone_runs_the_scoring_model_on_livec(tmp_path, livec_dev):
     config = {"parameters": {k: {"string_value": str(v)} for k, v in score_params("cpu-pip").items()},
               "output": [{"name": io_names.EMBEDDING, "dims": [-1, 384]}]}
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({"model_dir": str(model_dir), "config": config,
+    job.write_text(json.dumps({"model_dir": str(model_dir), "config": config, "tests": str(REPO / "tests"),
+                               "model_name": io_names.SCORE_MODEL,
                                "photos": [str(livec_dev / "images" / p) for p in PHOTOS]}))
     child = tmp_path / "child.py"
     child.write_text(CHILD)
