@@ -179,3 +179,27 @@ def test_cli_job_interrupted_and_resumed_scores_every_item_once(servers, image_d
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["skipped_resume"] == first and summary["scored"] == 1000 - first
     assert (tmp_path / "hist.png").stat().st_size > 1000
+
+
+def test_settings_the_server_would_refuse_are_refused_up_front(tmp_path):
+    """Requests over the server's image limit and calls without a deadline never leave the client;
+    an endpoint serving another signature is refused by name, not misread."""
+    from qfm_client import protocol
+    from qfm_core import io_names
+    from qfm_core.image_guard import RequestLimits
+
+    limit = RequestLimits().max_images
+    with pytest.raises(ValueError, match=f"1..{limit}"):
+        QFMClient("127.0.0.1:1", batch_size=limit + 1)
+    with pytest.raises(ValueError, match="timeout"):
+        QFMClient("127.0.0.1:1", timeout=0)
+    (tmp_path / "a.png").write_bytes(_png(3))
+    p = subprocess.run(QFM_SCORE + [str(tmp_path / "a.png"), "--url", "127.0.0.1:1", "--out", str(tmp_path / "o.jsonl"),
+                                    "--batch-size", str(limit + 1)], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and f"--batch-size must be 1..{limit}" in p.stderr and not (tmp_path / "o.jsonl").exists()
+    meta = {"inputs": [{"name": io_names.IMAGE, "datatype": "BYTES"}],
+            "outputs": [{"name": n} for n in io_names.SCORE_OUTPUTS + io_names.NEIGHBOR_OUTPUTS]}
+    protocol.check_metadata(meta, "u")   # the served signature passes
+    meta["outputs"] = [o for o in meta["outputs"] if o["name"] != io_names.ITEM_ERROR]
+    with pytest.raises(errors.ModelNotReady, match=io_names.ITEM_ERROR):
+        protocol.check_metadata(meta, "u")

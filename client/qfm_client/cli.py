@@ -25,6 +25,7 @@ from qfm_client import errors
 from qfm_client.aio import AsyncQFMClient
 from qfm_client.endpoints import POLICIES
 from qfm_client.inputs import DEFAULT_MAX_BYTES, walk_images
+from qfm_core.image_guard import RequestLimits
 
 # Per-item outcomes that are final and recorded; transient ones abort the job instead.
 
@@ -120,6 +121,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip files larger than this")
     ap.add_argument("--histogram", type=Path, help="also write a score histogram PNG (needs matplotlib)")
     args = ap.parse_args(argv)
+    limit = RequestLimits().max_images
+    if not 1 <= args.batch_size <= limit:
+        ap.error(f"--batch-size must be 1..{limit}: the server takes at most {limit} images per request")
+    if args.timeout <= 0:
+        ap.error("--timeout must be a positive number of seconds")
     from tqdm import tqdm
 
     try:
