@@ -28,27 +28,26 @@ def identity(student_sha256: str, plan: CropPlan) -> dict:
     return {"student_sha256": student_sha256, "crop_plan": json.dumps(plan.to_dict(), sort_keys=True)}
 
 
-def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], info: dict,
-              student_sha256: str, plan: CropPlan) -> None:
+def _write(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], meta: dict) -> None:
     if not (len(embeddings) == len(scores) == len(names)):
         raise ValueError("embeddings, scores and names must have the same length")
-    info = {**info, **identity(student_sha256, plan)}
     tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32),
                "scores": np.ascontiguousarray(scores, np.float32), "ids": np.arange(len(names), dtype=np.int64)}
-    meta = {"names": json.dumps(names), **{k: str(v) for k, v in info.items()}}
+    meta = {"names": json.dumps(names), **{k: str(v) for k, v in meta.items()}}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def save_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray, names: list[str], info: dict,
+              student_sha256: str, plan: CropPlan) -> None:
+    _write(path, embeddings, scores, names, {**info, **identity(student_sha256, plan)})
 
 
 def save_synthetic_bank(path: Path, embeddings: np.ndarray, scores: np.ndarray) -> None:
     """Made-up rows for engine and kernel checks. Its identity says so (no student, no crop
     plan), so check_identity refuses it everywhere a real student is served."""
-    tensors = {"embeddings": np.ascontiguousarray(embeddings, np.float32),
-               "scores": np.ascontiguousarray(scores, np.float32), "ids": np.arange(len(embeddings), dtype=np.int64)}
-    meta = {"names": json.dumps([f"synthetic{i}" for i in range(len(embeddings))]), "dataset": "synthetic",
-            "student_sha256": "none (synthetic bank)"}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    _write(path, embeddings, scores, [f"synthetic{i}" for i in range(len(embeddings))],
+           {"dataset": "synthetic", "student_sha256": "none (synthetic bank)"})
 
 
 def load_bank(path: Path) -> dict:

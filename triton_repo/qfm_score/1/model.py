@@ -30,6 +30,7 @@ import triton_python_backend_utils as pb_utils
 from qfm_core import io_names, served_metrics
 from qfm_core.aggregate import mean_per_image
 from qfm_core.crop_plan import CropPlan
+from qfm_core.crops import channels_first
 from qfm_core.image_guard import ImageRejected, Limits, RequestLimits, decode_untrusted
 
 CROP_DTYPES = {"UINT8": np.uint8, "FP16": np.float16, "FP32": np.float32}
@@ -84,7 +85,7 @@ class TritonPythonModel:
     def _crops(self, data: bytes) -> np.ndarray:
         crops = self.plan.crops(decode_untrusted(data, self.limits))
         if self.crop_dtype == np.uint8:
-            return np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
+            return np.ascontiguousarray(channels_first(crops))
         return self.plan.normalize(crops).astype(self.crop_dtype)
 
     def _submit(self, crops: list) -> "asyncio.Future":
@@ -116,7 +117,7 @@ class TritonPythonModel:
         scores = np.full(n, np.nan, np.float32)
         embeddings = np.zeros((n, self.dim), np.float32)
         problems = [""] * n
-        pending, chunk, rows, counts = [], [], [], []
+        pending, chunk, rows, counts, in_chunk = [], [], [], [], 0
         for i, blob in enumerate(blobs):
             try:
                 crops = self._crops(bytes(blob))
@@ -126,14 +127,15 @@ class TritonPythonModel:
             except Exception as e:   # never let one image take the request (or the model) down
                 problems[i] = f"CORRUPT: {type(e).__name__}: {e}"
                 continue
-            if sum(counts) + len(crops) > self.chunk_crops:
+            if in_chunk + len(crops) > self.chunk_crops:
                 pending.append((rows, counts, self._submit(chunk)))
-                chunk, rows, counts = [], [], []
+                chunk, rows, counts, in_chunk = [], [], [], 0
                 if len(pending) > self.in_flight:
                     await self._collect(pending.pop(0), scores, embeddings)
             chunk.append(crops)
             rows.append(i)
             counts.append(len(crops))
+            in_chunk += len(crops)
         if chunk:
             pending.append((rows, counts, self._submit(chunk)))
         for p in pending:
