@@ -8,7 +8,7 @@ GRPC_PORT    ?= 8001
 HTTP_PORT    ?= 8000
 METRICS_PORT ?= 8002
 
-.PHONY: venv test heldout demo serve bench synthetic pretrain bundle protocol ablation baselines distill accuracy clean-venv
+.PHONY: venv test heldout demo serve image-artifacts image bench synthetic pretrain bundle protocol ablation baselines distill accuracy clean-venv
 
 # Create or update the virtual environment whenever the pinned requirements change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml core/pyproject.toml client/pyproject.toml
@@ -37,6 +37,16 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(PY) serving/demo.py --prepare-only
 	$(PY) serving/triton_server.py --repo triton_repo --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --metrics-port $(METRICS_PORT)
+
+# What the serving image carries (checkpoint, ONNX students, bank) into build/image/artifacts, then the
+# image itself on NVIDIA's Triton image (serving/container/Dockerfile; needs Docker and nvcr.io).
+image-artifacts: $(STAMP)
+	$(PY) serving/demo.py --prepare-only
+	$(PY) serving/image_artifacts.py --out build/image/artifacts
+
+IMAGE ?= qfm-iqm-triton:latest
+image: image-artifacts
+	docker build -f serving/container/Dockerfile -t $(IMAGE) .
 
 # CPU benchmark set in one run, with the ratio table (see README "Results").
 bench: $(STAMP)

@@ -2,7 +2,7 @@ r"""Build the TensorRT match engine: query embeddings -> k nearest bank entries,
 distance + top-k kernel inside the engine as an AOT plugin (export/match_plugin.py).
 
     python export/build_match_engine.py --bank build/bank.safetensors --k 5 \
-        --engine build/engines/qfm_match.plan [--metric sq_l2] [--max-batch 256]
+        --engine build/engines/qfm_match.plan [--metric sq_l2] [--max-batch 512]
 
 I/O (qfm_core.io_names.match_io, also the ONNX match model's and the Triton config's): `EMBEDDING`
 (N, D) fp32 (the images' quality embeddings) -> `NEIGHBOR_DISTANCES` (N, k) fp32 ascending,
@@ -33,6 +33,7 @@ import numpy as np
 from export import match_onnx
 from qfm_core import io_names
 from qfm_core.bank import load_bank
+from qfm_core.image_guard import RequestLimits
 from export.build_engine import BuildError, cuda_device, load_backend
 from export.kernels.compile import (
     K_MAX,
@@ -145,7 +146,9 @@ def main(argv=None) -> int:
     ap.add_argument("--metric", choices=match_onnx.METRICS, default="sq_l2")
     ap.add_argument("--min-batch", type=int, default=1)
     ap.add_argument("--opt-batch", type=int, default=32)
-    ap.add_argument("--max-batch", type=int, default=256)
+    # The ensemble hands qfm_match every image of a request at once: the profile must reach the
+    # request limit, or a large request fails inside TensorRT instead of being served.
+    ap.add_argument("--max-batch", type=int, default=RequestLimits().max_images)
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
     if not 1 <= args.min_batch <= args.opt_batch <= args.max_batch:

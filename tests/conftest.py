@@ -87,6 +87,15 @@ def another_student(out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bundled_bank(tmp_path_factory, livec_dev) -> Path:
+    """The bundled student's bank of 40 LIVEC dev photographs (export/build_bank.py)."""
+    bank = tmp_path_factory.mktemp("bundled_bank") / "bank.safetensors"
+    r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "40", "--out", bank)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return bank
+
+
+@pytest.fixture(scope="session")
 def foreign_bank(tmp_path_factory, livec_dev) -> Path:
     """A bank built by another student (another_student) on four LIVEC photographs."""
     out = tmp_path_factory.mktemp("foreign")

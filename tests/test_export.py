@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from conftest import BUNDLE, run_script as _run, run_scripts
-from export import onnx_export, parity
+from export import onnx_export, parity, uint8_front
 from qfm_core import io_names
 from export.build_engine import fp32_weight_nodes
 from export.onnx_export import check
@@ -103,7 +103,7 @@ def test_uint8_serving_model_normalises_like_the_preprocess(exported, model, liv
     rows = (livec_dev / "mos.csv").read_text().splitlines()[1:4]
     crops = np.concatenate([grid_crops(load_rgb(livec_dev / r.split(",")[0]), 224, 2) for r in rows])
     u8 = tmp_path / "u8.onnx"
-    onnx_export.with_uint8_input(exported / "qfm_student_fp32.onnx", u8, model.cfg.mean, model.cfg.std)
+    uint8_front.with_uint8_input(exported / "qfm_student_fp32.onnx", u8, model.cfg.mean, model.cfg.std)
     assert check(u8)["inputs"][io_names.CROPS]["dtype"] == "uint8"
     ref = parity.run_torch(model, normalize(crops, model.cfg.mean, model.cfg.std))
     got = parity.compare(ref, parity.run_onnx(parity.ort_session(u8), np.ascontiguousarray(channels_first(crops)), 5))

@@ -28,7 +28,7 @@ ITEM_ERROR = "ITEM_ERROR"  # BYTES (N,): "" when scored, else "CODE: message"
 
 # The student (ONNX, TensorRT engine, qfm_student).
 CROPS = "CROPS"                      # (batch, 3, S, S): FP16/FP32 normalised, or raw UINT8 pixels
-                                     # where the graph normalises (onnx_export.with_uint8_input)
+                                     # where the graph normalises (uint8_front.with_uint8_input)
 CROP_SCORES = "CROP_SCORES"          # FP32 (batch,)
 CROP_EMBEDDINGS = "CROP_EMBEDDINGS"  # FP32 (batch, D)
 BATCH_AXIS = "batch"                 # the ONNX dynamic axis' name (not a tensor)
