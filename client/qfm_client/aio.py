@@ -82,7 +82,8 @@ class AsyncQFMClient(Session):
         items = list(items)
         pending: set = set()
         for start in range(0, len(items), self.batch_size):
-            ready, failed = self.prepare(items[start:start + self.batch_size], offset=start)
+            # reading files and objects blocks: a thread, so the requests in flight keep being served
+            ready, failed = await asyncio.to_thread(self.prepare, items[start:start + self.batch_size], start)
             for r in failed:
                 yield r
             if ready:

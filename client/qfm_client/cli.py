@@ -1,14 +1,22 @@
-"""qfm-score: score image files on a QFM-IQM Triton deployment and stream results to JSONL.
+"""qfm-score: score images on a QFM-IQM Triton deployment and stream the results to a file.
 
     qfm-score photos/ extra.jpg --url localhost:8001 --out results.jsonl --concurrency 8
     qfm-score photos/ --url host1:8001 --url host2:8001 --out results.jsonl --resume
+    qfm-score s3://bucket/shoot-2026/ --url localhost:8001 --out results.parquet
+    qfm-score s3://bucket/shoot/ --storage-option endpoint_url=http://127.0.0.1:9000 --url ... --out r.jsonl
 
-Each line of the output is one item: {"item": path, "score": 0..100} or {"item": path,
-"error_code": ..., "error": ...} for a file that cannot be scored (undecodable, too large,
-unreadable). Lines are appended whole as results arrive, so a crash or Ctrl-C loses at most the
-requests in flight; `--resume` skips every item already in the file, so nothing is scored twice.
-If no server answers (after retries) the job stops without recording those items: rerun with
---resume once the server is back.
+Inputs: files, folders (walked recursively), and object-storage URLs or prefixes through fsspec:
+s3:// (s3fs; credentials and endpoint from the usual AWS variables or --storage-option), gs://
+(needs gcsfs), http(s):// (one image per URL), file://. Objects are streamed into memory, never
+copied to disk.
+
+Each result is one item: {"item": path or URL, "score": 0..100} or {"item": ..., "error_code":
+..., "error": ...} for an item that cannot be scored (undecodable, too large, missing, forbidden).
+Results are appended whole to a JSON-lines journal as they arrive (the --out file itself, or
+<out>.journal.jsonl for a .parquet --out), so a crash or Ctrl-C loses at most the requests in
+flight; `--resume` skips every item already in it, so nothing is scored twice. A .parquet --out
+is written from the journal when the job completes. If no server, or the object store, answers
+(after retries) the job stops without recording those items: rerun with --resume.
 """
 from __future__ import annotations
 
@@ -24,7 +32,9 @@ from pathlib import Path
 from qfm_client import errors
 from qfm_client.aio import AsyncQFMClient
 from qfm_client.endpoints import POLICIES
-from qfm_client.inputs import DEFAULT_MAX_BYTES, walk_images
+from qfm_client.inputs import DEFAULT_MAX_BYTES
+from qfm_client.results import journal_path, write_parquet
+from qfm_client.sources import list_items
 from qfm_core.image_guard import RequestLimits
 
 # Per-item outcomes that are final and recorded; transient ones abort the job instead.
@@ -60,6 +70,27 @@ def load_done(path: Path) -> set[str]:
     return done
 
 
+def storage_options(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs as fsspec keyword arguments (true/false and numbers as such)."""
+    opts = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--storage-option wants KEY=VALUE, got {pair!r}")
+        low = value.lower()
+        opts[key] = True if low == "true" else False if low == "false" else _number(value)
+    return opts
+
+
+def _number(value: str):
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
 def histogram(scores: list[float], path: Path) -> None:
     import matplotlib
 
@@ -76,20 +107,21 @@ def histogram(scores: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-async def run(args, todo: list[Path], out: JsonlAppender, bar) -> tuple[Counter, list[float]]:
+async def run(args, todo: list[str], out: JsonlAppender, bar) -> tuple[Counter, list[float]]:
     """Score `todo`, appending each result as it arrives; returns (outcome counts, scores)."""
     counts: Counter = Counter()
     scores: list[float] = []
     async with AsyncQFMClient(args.url, max_in_flight=args.concurrency, timeout=args.timeout, retries=args.retries,
                               batch_size=args.batch_size, policy=args.policy, max_bytes=args.max_bytes,
-                              neighbors=args.neighbors, retry_for=args.retry_for) as client:
+                              neighbors=args.neighbors, retry_for=args.retry_for,
+                              storage_options=args.storage_options) as client:
         # --retry-for rides out a server that goes away mid-job; a server that never answered at
         # all is far more often a wrong --url, which should not take five minutes to say.
         health = await client.health()
         if not any(h["live"] for h in health.values()):
             why = "; ".join(f"{u}: {h.get('error', 'not live')}" for u, h in health.items())
             raise errors.ServerUnavailable(f"no Triton server answers at {', '.join(health)} ({why})")
-        async for r in client.score_iter([str(p) for p in todo]):
+        async for r in client.score_iter(todo):
             if r.error_code == errors.UNAVAILABLE:   # not an answer about the item: stop, resume later
                 raise errors.ServerUnavailable(r.error)
             out.write(r.to_dict())
@@ -103,11 +135,14 @@ async def run(args, todo: list[Path], out: JsonlAppender, bar) -> tuple[Counter,
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="qfm-score", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="+", help="image files and/or folders (walked recursively)")
+    ap.add_argument("paths", nargs="+", help="image files, folders (walked recursively), URLs and URL prefixes")
     ap.add_argument("--url", action="append", required=True,
                     help="Triton gRPC endpoint host:port; repeat for several replicas")
-    ap.add_argument("--out", required=True, type=Path, help="results file (JSON lines)")
-    ap.add_argument("--resume", action="store_true", help="skip items already in --out and append the rest")
+    ap.add_argument("--out", required=True, type=Path, help="results file: JSON lines, or Parquet if it ends in .parquet")
+    ap.add_argument("--resume", action="store_true", help="skip items already in the results and append the rest")
+    ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="fsspec option for the URLs' filesystem, e.g. endpoint_url=http://127.0.0.1:9000 or "
+                         "anon=true; repeatable")
     ap.add_argument("--neighbors", type=int, default=0, help="nearest references to return per image (default: 0)")
     ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
     ap.add_argument("--batch-size", type=int, default=8, help="images per request (default: 8)")
@@ -126,33 +161,45 @@ def main(argv=None) -> int:
         ap.error(f"--batch-size must be 1..{limit}: the server takes at most {limit} images per request")
     if args.timeout <= 0:
         ap.error("--timeout must be a positive number of seconds")
+    try:
+        args.storage_options = storage_options(args.storage_option)
+    except ValueError as e:
+        ap.error(str(e))
     from tqdm import tqdm
 
+    journal = journal_path(args.out)
+    if (args.out.exists() or journal.exists()) and not args.resume:
+        ap.error(f"{args.out if args.out.exists() else journal} exists: pass --resume to continue it, or choose another --out")
     try:
-        items = walk_images(args.paths)
+        items = list_items(args.paths, args.storage_options)
     except FileNotFoundError as e:
         ap.error(str(e))
-    if args.out.exists() and not args.resume:
-        ap.error(f"{args.out} exists: pass --resume to continue it, or choose another --out")
-    done = load_done(args.out) if args.resume else set()
-    todo = [p for p in items if str(p) not in done]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = JsonlAppender(args.out)
+    except ImportError as e:
+        ap.error(str(e))
+    except Exception as e:   # the store itself: wrong endpoint, no credentials, unreachable
+        print(f"error: cannot list the inputs: {type(e).__name__}: {e}", file=sys.stderr)
+        return 3
+    done = load_done(journal) if args.resume else set()
+    todo = [p for p in items if p not in done]
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    out = JsonlAppender(journal)
     t0 = time.time()
     bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="img", desc="qfm-score")
     try:
         counts, scores = asyncio.run(run(args, todo, out, bar))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: results so far are in {args.out}; rerun with --resume", file=sys.stderr)
+        print(f"\ninterrupted: results so far are in {journal}; rerun with --resume", file=sys.stderr)
         return 130
-    except errors.ServerUnavailable as e:
-        print(f"\nerror: {e}\nresults so far are in {args.out}; rerun with --resume when the server is back",
+    except errors.QFMError as e:   # no server or no store answered (or a store refused our options)
+        print(f"\nerror: {e}\nresults so far are in {journal}; rerun with --resume when it is fixed or back",
               file=sys.stderr)
         return 3
     finally:
         bar.close()
         out.close()
     elapsed = time.time() - t0
+    if journal != args.out:
+        write_parquet(journal, args.out)
     n = sum(counts.values())
     summary = {"scored": counts.get("ok", 0), "errors": {k: v for k, v in counts.items() if k != "ok"},
                "skipped_resume": len(items) - len(todo), "total_items": len(items),

@@ -3,11 +3,17 @@ retry policy, the once-per-endpoint signature check and the per-chunk error hand
 clients differ only in how they wait (time.sleep / asyncio.sleep, blocking / awaited calls)."""
 from __future__ import annotations
 
+import os
+
 from qfm_client import errors, protocol
 from qfm_client.endpoints import EndpointPool, backoff_delays
 from qfm_client.inputs import DEFAULT_MAX_BYTES, DEFAULT_MAX_REQUEST_BYTES, item_name, sniff_format, to_bytes
+from qfm_client.sources import read_many
 from qfm_client.types import ScoreResult
 from qfm_core.image_guard import RequestLimits
+
+
+STORAGE_RETRY_S = 60.0   # how long an unanswering object store is retried when retry_for is not set
 
 
 class Attempts:
@@ -32,12 +38,13 @@ class Attempts:
 
 class Session:
     """Settings and logic shared by QFMClient and AsyncQFMClient. Every server call carries
-    `timeout` seconds (tritonclient's client_timeout)."""
+    `timeout` seconds (tritonclient's client_timeout). Items may be paths, object-storage URLs
+    (qfm_client.sources; `storage_options` go to fsspec), bytes or PIL images."""
 
     def __init__(self, urls, timeout: float = 60.0, retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
                  batch_size: int = 8, policy: str = "least_outstanding", max_bytes: int = DEFAULT_MAX_BYTES,
                  neighbors: int = 0, retry_for: float | None = None,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, storage_options: dict | None = None):
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         limit = RequestLimits().max_images
@@ -47,17 +54,24 @@ class Session:
         self.timeout, self.retries, self.backoff, self.max_backoff = timeout, retries, backoff, max_backoff
         self.batch_size, self.max_bytes, self.neighbors = batch_size, max_bytes, neighbors
         self.retry_for, self.max_request_bytes = retry_for, max(max_request_bytes, max_bytes)
+        self.storage_options = storage_options
         self._checked: set[str] = set()
 
     def prepare(self, items, offset: int = 0) -> tuple[list[tuple[str, bytes]], list[ScoreResult]]:
-        """(name, bytes) to send, and results for items that fail before sending."""
+        """(name, bytes) to send, and results for items that fail before sending. Files and
+        objects are read together (objects of one store concurrently); StorageUnavailable when
+        the store does not answer for the retry period (STORAGE_RETRY_S without retry_for)."""
         ready, failed = [], []
+        located = [it for it in items if isinstance(it, (str, os.PathLike))]
+        fetched = read_many(located, self.storage_options, self.retry_for or STORAGE_RETRY_S) if located else {}
         for i, item in enumerate(items):
             name = item_name(item, offset + i)
             try:
-                data = to_bytes(item)
+                data = fetched[item] if isinstance(item, (str, os.PathLike)) else to_bytes(item)
             except OSError as e:
-                failed.append(ScoreResult(name, error_code=errors.UNREADABLE, error=str(e)))
+                data = e
+            if isinstance(data, OSError):
+                failed.append(ScoreResult(name, error_code=errors.UNREADABLE, error=str(data)))
                 continue
             if len(data) > self.max_bytes:
                 failed.append(ScoreResult(name, error_code=errors.TOO_LARGE,
