@@ -15,6 +15,8 @@
 #   8 training    a short CUDA training run, QFM matching through our kernel and through PyTorch
 #   9 tensorrt    student FP16 engine and the match engine with our AOT plugins ("skipped: no
 #                 TensorRT" where it is not installed)
+#  10 entrypoint  the serving container's GPU start without Docker: engines built into a fresh
+#                 cache, then reused by a second start; the gpu-ngc repository
 #
 # Steps are independent: one failing does not stop the rest. A step that cannot run here exits 77
 # after printing "skipped: <reason>". At the end a table (step, pass / FAIL / skipped and why,
@@ -112,6 +114,7 @@ step "student fp16" 180 $PY benchmarks/inprocess_bench.py --backends torch_cuda_
   --out "$OUT/inprocess_gpu.json"
 step "training" 300 $PY benchmarks/gpu_train_check.py --steps 40 --out "$OUT/train_check.json"
 step "tensorrt" 600 $PY benchmarks/tensorrt_check.py --out "$OUT/tensorrt"
+step "entrypoint" 900 $PY benchmarks/entrypoint_check.py --out "$OUT/entrypoint"
 
 {
   echo

@@ -345,7 +345,7 @@ def test_compose_file_matches_the_compose_spec(tmp_path):
     services = doc["services"].values()
     gpus = [s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for s in services]
     assert len({tuple(g) for g in gpus}) == len(gpus)                              # one GPU each
-    host_ports = [p.split(":")[0] for s in services for p in s["ports"]]
+    host_ports = [p.rsplit(":", 1)[0] for s in services for p in s["ports"]]
     assert len(set(host_ports)) == len(host_ports)
     cache = re.search(r"QFM_ENGINE_CACHE=(\S+)", DOCKERFILE.read_text()).group(1)
     assert all(any(v.endswith(":" + cache) for v in s["volumes"]) for s in services)

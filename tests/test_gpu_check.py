@@ -6,7 +6,8 @@ import subprocess
 
 from conftest import REPO
 
-STEPS = ["env", "compile", "gpu tests", "memcheck", "racecheck", "kernel bench", "student fp16", "training", "tensorrt"]
+STEPS = ["env", "compile", "gpu tests", "memcheck", "racecheck", "kernel bench", "student fp16", "training", "tensorrt",
+         "entrypoint"]
 
 
 def _run(*args, timeout=900):
@@ -40,6 +41,7 @@ def test_real_run_without_a_gpu_goes_on_and_says_why(tmp_path):
     assert rows["student fp16"].startswith("skipped: no CUDA GPU")
     assert rows["gpu tests"] == "skipped: no GPU test ran (no CUDA GPU visible)"
     assert rows["tensorrt"].startswith("skipped: no TensorRT")
+    assert rows["entrypoint"].startswith("skipped: no TensorRT")
     if shutil.which("compute-sanitizer") is None:
         assert rows["memcheck"] == rows["racecheck"] == "skipped: compute-sanitizer not on PATH (CUDA toolkit)"
     assert (tmp_path / "gpu_check.log").stat().st_size > 0
