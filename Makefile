@@ -20,8 +20,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml core/pyproject.toml cl
 
 venv: $(STAMP)
 
+# Two workers (pytest-xdist), whole test files to one worker: most tests wait on a real server, a
+# subprocess or a fixed load window, so two files at a time keep both cores busy. Session artifacts
+# (the ONNX export, the banks, the fast repository) are made once for both (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The held-out synthetic evaluation of the bundled model, recomputed from scratch (~4 min; outside
 # `make test`, where tests/golden_scores.csv guards the bundle).

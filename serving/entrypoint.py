@@ -102,7 +102,10 @@ def _artifacts(folder: Path, target: str) -> dict:
 
 def _run_builder(cmd: list[str], what: str) -> None:
     log(f"building the {what}: {' '.join(map(str, cmd))}")
-    r = subprocess.run([str(c) for c in cmd], stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+    # The builders are scripts in export/ that import the project's packages by name: the image
+    # does not pip-install the project, so its root goes on their path.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([str(c) for c in cmd], stdout=sys.stdout, stderr=subprocess.PIPE, text=True, env=env)
     if r.returncode != 0:
         sys.stderr.write(r.stderr)
         last = (r.stderr.strip().splitlines() or ["(no message)"])[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes.util
+import fcntl
 import os
 import shutil
 import signal
@@ -38,12 +39,22 @@ class ServerError(RuntimeError):
 
 
 def install_server() -> Path:
-    """Extract tritonserver from the pinned wheel once; returns the binary's path."""
+    """Extract tritonserver from the pinned wheel once; returns the binary's path. Under a lock:
+    parallel test workers (or two `make serve`s) on a fresh checkout would otherwise both extract."""
     binary = SERVER_DIR / "bin" / "tritonserver"
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = SERVER_DIR / "backends" / "python" / "triton_python_backend_stub"
     if binary.exists() and stub.exists() and LIBS_DIR.is_dir():
         return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".install.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.exists() and stub.exists() and LIBS_DIR.is_dir():   # the other one installed it
+            return binary
+        return _extract_server(binary)
+
+
+def _extract_server(binary: Path) -> Path:
+    py = f"{sys.version_info.major}.{sys.version_info.minor}"
     if not ctypes.util.find_library(f"python{py}"):
         raise ServerError(f"the Python-backend stub needs the shared libpython{py}: apt-get install libpython{py}")
     wheels = CACHE / "wheels"
@@ -87,16 +98,38 @@ class TritonServer:
     def __init__(self, repo: Path, grpc_port: int = 0, http_port: int = 0, metrics_port: int = 0,
                  models: tuple = DEFAULT_MODELS, host: str = "127.0.0.1", log_path: Path | None = None):
         self.repo, self.models, self.host = Path(repo).resolve(), models, host
-        self.grpc_port, self.http_port = grpc_port or free_port(), http_port or free_port()
-        self.metrics_port = metrics_port or free_port()
-        self.log_path = log_path or (CACHE / f"tritonserver-{self.grpc_port}.log")
+        self._asked = (grpc_port, http_port, metrics_port)
+        self._pick_ports()
+        self._log_path = log_path
         self.proc: subprocess.Popen | None = None
+
+    def _pick_ports(self) -> None:
+        """Ports asked for, or free ones. A free port can be taken by another process before the
+        server binds it (parallel test workers): start() then picks again."""
+        grpc, http, metrics = self._asked
+        self.grpc_port, self.http_port, self.metrics_port = grpc or free_port(), http or free_port(), metrics or free_port()
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_path or (CACHE / f"tritonserver-{self.grpc_port}.log")
 
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
 
     def start(self, timeout: float = 180.0) -> "TritonServer":
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except ServerError:
+                self._log.close()
+                lost_port = "address already in use" in self.log_tail(200).lower()
+                if not lost_port or attempt == 2 or all(self._asked):
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "TritonServer":
         binary = install_server()
         env = dict(os.environ)
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # stub imports this venv

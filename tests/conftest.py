@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,13 +29,38 @@ def run_scripts(*commands, timeout=900) -> list:
         return list(pool.map(lambda c: run_script(*c, timeout=timeout), commands))
 
 
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))   # `make test` runs two (pytest-xdist)
+
+
+def shared_once(tmp_path_factory, name: str, make) -> Path:
+    """A session artifact made once per test run, also when pytest-xdist runs several workers:
+    the first worker makes it under a lock in the run's common temporary folder, the others wait
+    and reuse it (each would otherwise pay the same minute of exports and banks). `make(folder)`
+    fills the folder; a folder whose maker failed is made again by the next one that asks."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent                       # shared by every worker of this run
+    out = root / f"shared_{name}"
+    with FileLock(str(out) + ".lock"):
+        if not (out / ".made").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            make(out)
+            (out / ".made").touch()
+    return out
+
+
+def _export(out: Path) -> None:
+    r = run_script("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", out)  # default parity set, as users get
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """FP32 and FP16 ONNX of the bundled student, written by export/to_onnx.py."""
-    out = tmp_path_factory.mktemp("onnx")
-    r = run_script("export/to_onnx.py", "--checkpoint", BUNDLE, "--out", out)  # default parity set, as users get
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return out
+    return shared_once(tmp_path_factory, "onnx", _export)
 
 
 def write_image(path: Path, size=(40, 32), seed=0) -> Path:
@@ -48,7 +74,7 @@ def write_image(path: Path, size=(40, 32), seed=0) -> Path:
 def _threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // WORKERS)))
 
 
 @pytest.fixture(scope="session")
@@ -89,10 +115,11 @@ def another_student(out: Path) -> Path:
 @pytest.fixture(scope="session")
 def bundled_bank(tmp_path_factory, livec_dev) -> Path:
     """The bundled student's bank of 40 LIVEC dev photographs (export/build_bank.py)."""
-    bank = tmp_path_factory.mktemp("bundled_bank") / "bank.safetensors"
-    r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "40", "--out", bank)
-    assert r.returncode == 0, r.stderr[-2000:]
-    return bank
+    def make(out: Path) -> None:
+        r = run_script("export/build_bank.py", "--checkpoint", BUNDLE, "--dataset", "livec", "--limit", "40",
+                       "--out", out / "bank.safetensors")
+        assert r.returncode == 0, r.stderr[-2000:]
+    return shared_once(tmp_path_factory, "bundled_bank", make) / "bank.safetensors"
 
 
 @pytest.fixture(scope="session")
@@ -110,25 +137,26 @@ def fast_repo(tmp_path_factory, exported, livec_dev):
     """cpu-pip Triton repository with one crop per image, so thousand-image jobs stay quick, and
     qfm_score sending chunks of 64 crops, so a few hundred images already take several BLS chunks.
     Tests that damage a repository copy it first."""
-    from export import triton_repo
+    def make(out: Path) -> None:
+        from export import triton_repo
 
-    out = tmp_path_factory.mktemp("fast_repo")
-    student = bundle_with_grid(out / "student_grid1", 1)
-    r = run_script("export/build_bank.py", "--checkpoint", student, "--dataset", "livec", "--limit", "12",
-                   "--out", out / "bank.safetensors")
-    assert r.returncode == 0, r.stderr[-2000:]
-    triton_repo.write_repository("cpu-pip", student, out / "repo", out / "bank.safetensors",
-                                 onnx=exported / "qfm_student_fp32.onnx", k=3)
-    # ONNX Runtime's CPU arena off: it keeps the largest batch buffers it has met (measured +0.6 to
-    # +1 GB in the first minutes, depending on how batches form on a loaded machine) and would hide
-    # or fake a leak in the load tests; without it, RSS growth is our code's.
-    cfg = out / "repo" / io_names.STUDENT_MODEL / "config.pbtxt"
-    cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
-    cfg = out / "repo" / io_names.SCORE_MODEL / "config.pbtxt"
-    chunk = 'parameters { key: "chunk_crops" value: { string_value: "%d" } }\n'
-    assert chunk % 512 in cfg.read_text()
-    cfg.write_text(cfg.read_text().replace(chunk % 512, chunk % 64))
-    return out / "repo"
+        student = bundle_with_grid(out / "student_grid1", 1)
+        r = run_script("export/build_bank.py", "--checkpoint", student, "--dataset", "livec", "--limit", "12",
+                       "--out", out / "bank.safetensors")
+        assert r.returncode == 0, r.stderr[-2000:]
+        triton_repo.write_repository("cpu-pip", student, out / "repo", out / "bank.safetensors",
+                                     onnx=exported / "qfm_student_fp32.onnx", k=3)
+        # ONNX Runtime's CPU arena off: it keeps the largest batch buffers it has met (measured +0.6
+        # to +1 GB in the first minutes, depending on how batches form on a loaded machine) and would
+        # hide or fake a leak in the load tests; without it, RSS growth is our code's.
+        cfg = out / "repo" / io_names.STUDENT_MODEL / "config.pbtxt"
+        cfg.write_text(cfg.read_text() + 'parameters { key: "cpu_mem_arena" value: { string_value: "false" } }\n')
+        cfg = out / "repo" / io_names.SCORE_MODEL / "config.pbtxt"
+        chunk = 'parameters { key: "chunk_crops" value: { string_value: "%d" } }\n'
+        assert chunk % 512 in cfg.read_text()
+        cfg.write_text(cfg.read_text().replace(chunk % 512, chunk % 64))
+
+    return shared_once(tmp_path_factory, "fast_repo", make) / "repo"
 
 
 @pytest.fixture(scope="session")

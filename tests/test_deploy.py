@@ -319,6 +319,14 @@ before = set(sys.modules)
 for blocked in ('torch', 'timm', 'onnxruntime', 'scipy', 'tritonclient', 'yaml'):
     sys.modules[blocked] = None
 import serving.entrypoint, export.build_engine, export.build_match_engine
+import contextlib, io, runpy                       # the builders as the entrypoint runs them: scripts
+for script in ('build_engine.py', 'build_match_engine.py'):
+    sys.argv = [script, '--help']
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            runpy.run_path({str(image / 'export')!r} + '/' + script, run_name='__main__')
+        except SystemExit as e:
+            assert e.code == 0, (script, e.code)
 ours = {{m: getattr(sys.modules[m], '__file__', None) for m in ('serving.entrypoint', 'export.triton_repo', 'qfm_core')}}
 print(json.dumps({{'ours': ours, 'top': sorted({{m.split('.')[0] for m, v in sys.modules.items() if v is not None and m not in before}})}}))
 """

@@ -68,23 +68,37 @@ def test_photo_build_is_reproducible(tmp_path):
     assert not diff.diff_files and not diff.left_only and len(diff.same_files) == len(rows[0])
 
 
-@pytest.fixture
-def small_benchmark(monkeypatch):
+def _small(mp) -> None:
     """Four photos and three distortions keep builds quick; the code path is the real one."""
-    monkeypatch.setattr(bs, "PHOTOS", PHOTOS[:4])
+    mp.setattr(bs, "PHOTOS", PHOTOS[:4])
     keep = {k: DISTORTIONS[k] for k in ("jpeg", "gaussian_blur", "white_noise")}
-    monkeypatch.setattr(bs, "DISTORTIONS", keep)
+    mp.setattr(bs, "DISTORTIONS", keep)
     import training.data.synthetic.distortions as dmod
 
-    monkeypatch.setattr(dmod, "DISTORTIONS", keep)
-    monkeypatch.setattr(bs, "split_photos", lambda seed, frac: {PHOTOS[1].name})
+    mp.setattr(dmod, "DISTORTIONS", keep)
+    mp.setattr(bs, "split_photos", lambda seed, frac: {PHOTOS[1].name})
+
+
+@pytest.fixture
+def small_benchmark(monkeypatch):
+    _small(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    """The small benchmark built whole, once: the layout test reads it, the resume test compares
+    an interrupted build against it."""
+    out = tmp_path_factory.mktemp("small") / "synthetic"
+    with pytest.MonkeyPatch.context() as mp:
+        _small(mp)
+        info = bs.build(out, size=224, seed=0, test_fraction=0.25, workers=1)
+    return out, info
 
 
 @pytest.mark.slow
-def test_full_build_layout_and_split_hygiene(tmp_path, small_benchmark):
-    out = tmp_path / "synthetic"
-    info = bs.build(out, size=224, seed=0, test_fraction=0.25, workers=1)
-    assert not (tmp_path / "synthetic.partial").exists()
+def test_full_build_layout_and_split_hygiene(tmp_path, small_build):
+    out, info = small_build
+    assert not out.with_name("synthetic.partial").exists()
     train, test = load_dataset("synthetic", out, "train"), load_dataset("synthetic", out, "test")
     assert {s.ref_id for s in test.samples} == {PHOTOS[1].name}
     assert not {s.ref_id for s in train.samples} & {s.ref_id for s in test.samples}
@@ -109,9 +123,9 @@ def test_content_blind_oracle_predicts_the_training_mean_of_each_distortion_leve
 
 
 @pytest.mark.slow
-def test_an_interrupted_build_resumes_and_matches_an_uninterrupted_one(tmp_path, small_benchmark, monkeypatch):
-    whole = tmp_path / "whole"
-    bs.build(whole, size=224, seed=0, test_fraction=0.25, workers=1)
+def test_an_interrupted_build_resumes_and_matches_an_uninterrupted_one(tmp_path, small_build, small_benchmark,
+                                                                      monkeypatch):
+    whole, _ = small_build
     real, calls = bs.build_photo, []
 
     def builds_two_photos_then_dies(pi, *a):
