@@ -141,8 +141,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="results file: JSON lines, or Parquet if it ends in .parquet")
     ap.add_argument("--resume", action="store_true", help="skip items already in the results and append the rest")
     ap.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="fsspec option for the URLs' filesystem, e.g. endpoint_url=http://127.0.0.1:9000 or "
-                         "anon=true; repeatable")
+                    help="fsspec option for the object stores (s3, gs), e.g. endpoint_url=http://127.0.0.1:9000 "
+                         "or anon=true; PROTOCOL.KEY=VALUE for one protocol (s3.requester_pays=true); repeatable")
     ap.add_argument("--neighbors", type=int, default=0, help="nearest references to return per image (default: 0)")
     ap.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: 8)")
     ap.add_argument("--batch-size", type=int, default=8, help="images per request (default: 8)")
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
     ap.add_argument("--retries", type=int, default=8, help="retries of unavailable servers, with backoff (default: 8)")
     ap.add_argument("--retry-for", type=float, default=300.0,
-                    help="keep retrying a server that becomes unavailable mid-job (restart, overload) for this "
+                    help="keep retrying a server or object store that becomes unavailable mid-job (restart, overload) for this "
                          "many seconds before stopping with a --resume hint (default: 300); a server that does "
                          "not answer when the job starts is reported at once")
     ap.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="skip files larger than this")
@@ -168,6 +168,11 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     journal = journal_path(args.out)
+    if journal != args.out:
+        try:   # before the job, not after it
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            ap.error("a .parquet --out needs pyarrow: pip install 'qfm-client[parquet]' (or write .jsonl)")
     if (args.out.exists() or journal.exists()) and not args.resume:
         ap.error(f"{args.out if args.out.exists() else journal} exists: pass --resume to continue it, or choose another --out")
     try:
