@@ -33,11 +33,21 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def folder_name(key: dict) -> str:
-    """Readable first (which GPU, which TensorRT), exact last (the digest)."""
+def _device(key: dict) -> str:
     gpu = re.sub(r"[^a-z0-9]+", "-", str(key["gpu_name"]).lower()).strip("-") or "gpu"
     cc = str(key["compute_capability"]).replace(".", "")
-    return f"{gpu}-sm{cc}-trt{key['tensorrt']}-{key_digest(key)[:12]}"
+    return f"{gpu}-sm{cc}-trt{key['tensorrt']}"
+
+
+def folder_name(key: dict) -> str:
+    """Readable first (which GPU, which TensorRT), exact last (the digest)."""
+    return f"{_device(key)}-{key_digest(key)[:12]}"
+
+
+def timing_cache(cache: Path, key: dict) -> Path:
+    """TensorRT's timing cache for this GPU model and TensorRT release. One per device: the
+    builder refuses a cache made on another GPU or release rather than silently mistuning."""
+    return Path(cache) / f"timing-{_device(key)}.cache"
 
 
 @contextlib.contextmanager

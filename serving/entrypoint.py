@@ -122,7 +122,8 @@ def _gpu_engines(args, arts: dict, gpu: host_probe.Gpu, trt_version: str) -> tup
     def build_student(work: Path) -> None:
         _run_builder([sys.executable, BUILD_ENGINE, "--onnx", arts["onnx"], "--engine", work / "model.plan",
                       "--precision", "fp16", "--opt-batch", preferred[0], "--max-batch", max_batch,
-                      "--timing-cache", args.engine_cache / "timing.cache"], "FP16 student engine")
+                      "--timing-cache", engine_cache.timing_cache(args.engine_cache, student_key)],
+                     "FP16 student engine")
 
     folder, built = engine_cache.cached_engines(args.engine_cache, student_key, build_student, log)
     log(f"student engine {'built' if built else 'reused'}: {folder}")

@@ -238,6 +238,9 @@ def test_engine_cache_builds_once_per_key(tmp_path):
         other, built = engine_cache.cached_engines(cache, {**KEY, **change}, _build_into(log), log=lambda m: None)
         assert built and other != folder
     assert len(log.read_text().split()) == 4 and (folder / "model.plan").exists()   # old engines kept
+    timing = {engine_cache.timing_cache(cache, {**KEY, **c}).name for c in ({}, {"onnx_sha256": "cd" * 32},
+                                                                          {"tensorrt": "10.14.1.48"})}
+    assert timing == {"timing-nvidia-h200-sm90-trt10.13.3.9.cache", "timing-nvidia-h200-sm90-trt10.14.1.48.cache"}
 
 
 def test_engine_cache_never_keeps_a_failed_or_damaged_build(tmp_path):
