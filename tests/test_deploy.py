@@ -132,6 +132,14 @@ def test_entrypoint_serves_the_cpu_target_and_becomes_the_server(tmp_path, artif
         log.close()
 
 
+def test_gpu_target_asked_for_without_a_gpu_is_refused(tmp_path, artifacts):
+    r = subprocess.run([sys.executable, "-m", "serving.entrypoint", "--artifacts", str(artifacts), "--repo",
+                        str(tmp_path / "repo"), "--prepare-only"], cwd=REPO, env=_env(QFM_TARGET="gpu-ngc"),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and "nvidia-smi sees no GPU" in r.stdout and "--gpus" in r.stdout, r.stdout + r.stderr
+    assert not (tmp_path / "repo").exists()
+
+
 def test_entrypoint_refuses_missing_artifacts_in_one_line(tmp_path, artifacts):
     partial = tmp_path / "artifacts"
     shutil.copytree(artifacts, partial)
@@ -148,13 +156,14 @@ def test_entrypoint_writes_the_cpu_ngc_repository_of_the_image(tmp_path, artifac
     """Without a GPU the image serves cpu-ngc (native onnxruntime backend): the repository is the
     generator's own, and the server command binds where it is told and loads every model."""
     r = subprocess.run([sys.executable, "-m", "serving.entrypoint", "--artifacts", str(artifacts), "--repo",
-                        str(tmp_path / "repo"), "--prepare-only", "--bind", "0.0.0.0", "--", "--log-verbose", "1"],
-                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+                        str(tmp_path / "repo"), "--prepare-only", "--", "--log-verbose", "1"],
+                       cwd=REPO, env=_env(QFM_BIND_ADDRESS="0.0.0.0", QFM_GRPC_PORT="9001"),   # as the image sets them
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no GPU visible: serving cpu-ngc" in r.stdout
     command = r.stdout.strip().splitlines()[-1].split()
     assert command[0] == "tritonserver" and command[-2:] == ["--log-verbose", "1"]
-    assert command[command.index("--grpc-address") + 1] == "0.0.0.0"
+    assert command[command.index("--grpc-address") + 1] == "0.0.0.0" and command[command.index("--grpc-port") + 1] == "9001"
     assert {f"--load-model={m}" for m in io_names.MODELS} <= set(command)
     student = (tmp_path / "repo" / io_names.STUDENT_MODEL / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in student
