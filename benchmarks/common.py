@@ -71,6 +71,7 @@ def write_json(obj: dict, path: Path) -> None:
 # exits SKIPPED after printing "skipped: <reason>"; with QFM_DRY_RUN=1 (gpu_check.sh --dry-run, run
 # by `make test` on the CPU) each step script stops right after parsing its real arguments.
 SKIPPED = 77
+NO_TENSORRT = "no TensorRT (pip install tensorrt-cu13, or NGC's TensorRT / Triton container)"
 
 
 def skip(reason: str) -> int:

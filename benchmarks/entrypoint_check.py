@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, dry_run, skip, write_json
+from benchmarks.common import NO_TENSORRT, REPO, dry_run, skip, write_json
 from training.cli import HelpFormatter
 
 
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return skip("no TensorRT (pip install tensorrt-cu13, or NGC's TensorRT / Triton container)")
+        return skip(NO_TENSORRT)
     if host_probe.tensorrt_runtime_version() is None:
         return skip("no libnvinfer.so in the system library folders (the Triton image has it)")
     if not host_probe.gpus():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, TensorRTEngine, dry_run, skip, write_json
+from benchmarks.common import NO_TENSORRT, REPO, TensorRTEngine, dry_run, skip, write_json
 from qfm_core import io_names
 from training.checkpoint import BUNDLED
 from training.cli import HelpFormatter
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     try:
         import tensorrt as trt
     except ImportError:
-        return skip("no TensorRT (pip install tensorrt-cu13, or NGC's TensorRT / Triton container)")
+        return skip(NO_TENSORRT)
     import torch
     if not torch.cuda.is_available():
         print("tensorrt_check: no CUDA GPU visible", file=sys.stderr)

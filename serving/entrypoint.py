@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from export import triton_repo
 from qfm_core import io_names
-from qfm_core.files import sha256_file, write_json
+from qfm_core.files import atomic_dir, sha256_file, write_json
 from qfm_core.image_guard import RequestLimits
 from serving import engine_cache, host_probe
 from serving.image_artifacts import BANK, CHECKPOINT, ONNX_FP16, ONNX_FP32
@@ -189,18 +188,14 @@ def tensorrt_versions() -> str:
 
 def write_repository(args, target: str, arts: dict, plans: tuple[Path | None, Path | None]) -> dict:
     """A fresh repository every start (the previous start's target may differ), swapped in whole."""
-    fresh = args.repo.with_name(args.repo.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
     student_plan, match_plan = plans
     try:
-        info = triton_repo.write_repository(target, arts["checkpoint"], fresh, arts["bank"],
-                                            onnx=arts["onnx"] if target != "gpu-ngc" else None,
-                                            plan=student_plan, k=args.k, match_plan=match_plan)
+        with atomic_dir(args.repo) as fresh:
+            info = triton_repo.write_repository(target, arts["checkpoint"], fresh, arts["bank"],
+                                                onnx=arts["onnx"] if target != "gpu-ngc" else None,
+                                                plan=student_plan, k=args.k, match_plan=match_plan)
     except (triton_repo.MissingArtifact, ValueError) as e:   # bank of another student, bad plan, ...
-        shutil.rmtree(fresh, ignore_errors=True)
         raise EntrypointError(str(e), 2) from e
-    shutil.rmtree(args.repo, ignore_errors=True)
-    fresh.rename(args.repo)
     info["out"] = str(args.repo)
     info["matcher"] = "kernel engine" if match_plan else ("onnx" if target != "cpu-pip" else "python onnx")
     info["engines"] = {"student": str(student_plan) if student_plan else None,

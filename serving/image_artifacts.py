@@ -16,6 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from qfm_core.files import atomic_dir
 from training.cli import HelpFormatter
 
 CHECKPOINT, ONNX_FP32, ONNX_FP16, BANK = "checkpoint", "qfm_student_fp32.onnx", "qfm_student_fp16.onnx", "bank.safetensors"
@@ -29,16 +30,12 @@ def stage(out: Path, checkpoint: Path, build: Path) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"missing {', '.join(missing)}: run `make serve` or `python serving/demo.py "
                                 f"--prepare-only` first")
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, src in sources.items():
-        if src.is_dir():
-            shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("*.partial", "__pycache__"))
-        else:
-            shutil.copy2(src, tmp / name)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        for name, src in sources.items():
+            if src.is_dir():
+                shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("*.partial", "__pycache__"))
+            else:
+                shutil.copy2(src, tmp / name)
     return sorted(out.rglob("*"))
 
 

@@ -105,7 +105,7 @@ def test_entrypoint_serves_the_cpu_target_and_becomes_the_server(tmp_path, artif
         assert Path(f"/proc/{proc.pid}/exe").resolve().name == "tritonserver"
         deployment = json.loads((tmp_path / "run" / "repo.deployment.json").read_text())
         assert deployment["target"] == "cpu-pip" and deployment["engines"] == {"student": None, "match": None}
-        assert not (tmp_path / "run" / "repo.new").exists()
+        assert not (tmp_path / "run" / "repo.partial").exists()
 
         expected = golden.read()
         items = [i for i in golden.ITEMS if i.startswith("livec:")]

@@ -13,11 +13,10 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024  # per request: well under the serv
 
 
 def to_bytes(item) -> bytes:
-    """Encoded image bytes from a path, bytes, or a PIL image (PNG-encoded, lossless)."""
+    """Encoded image bytes from bytes or a PIL image (PNG-encoded, lossless). Paths and URLs are
+    read by qfm_client.sources.read_many."""
     if isinstance(item, (bytes, bytearray, memoryview)):
         return bytes(item)
-    if isinstance(item, (str, os.PathLike)):
-        return Path(item).read_bytes()
     if hasattr(item, "save") and hasattr(item, "mode"):  # a PIL image, without importing Pillow
         buf = io.BytesIO()
         item.save(buf, format="PNG")
